@@ -1,0 +1,25 @@
+"""Finite-element core: periodic homogenization, macroscale and full-scale structure solves."""
+
+from .boundary import Prescribed
+from .homogenization import CellFields, homogenize, homogenize_fields
+from .macro import MacroModel, MacroSolution, solve_macro
+
+__all__ = [
+    "CellFields",
+    "MacroModel",
+    "MacroSolution",
+    "Prescribed",
+    "homogenize",
+    "homogenize_fields",
+    "homogenize_jax",
+    "solve_macro",
+]
+
+
+def __getattr__(name):
+    # JAX is imported only when the differentiable path is used: it adds a second to start-up.
+    if name == "homogenize_jax":
+        from .differentiable import homogenize_jax
+
+        return homogenize_jax
+    raise AttributeError(f"module 'metasys.fem' has no attribute {name!r}")
