@@ -1,37 +1,27 @@
-"""Batched multifrontal solve of many pixel-grid systems that share one sparsity pattern.
+"""Batched multifrontal Cholesky solve of many pixel-grid systems that share one sparsity pattern.
 
 Homogenizing a database means solving thousands of small systems whose matrices differ only in
-the element moduli. A sparse direct solver called cell by cell spends most of its time in
-symbolic analysis and Python overhead; here the symbolic work (a nested dissection of the element
-grid into rectangular patches, the front of every patch and the scatter indices between fronts) is
-done once per pattern, and the numeric work for a whole batch of cells runs as a few dozen
-stacked dense LAPACK/BLAS calls, one per level of the dissection tree.
+the element moduli. A general sparse solver called cell by cell spends most of its time in
+symbolic analysis and call overhead. Here the symbolic work (a nested dissection of the element
+grid into rectangular patches, the front of every patch and the index maps between fronts) is done
+once per pattern in NumPy, and the numeric work runs in a compiled kernel (numba) that factorizes
+one cell's fronts after another, cells in parallel across cores.
 
 The systems are ``K x = b`` with ``K = sum_e w_e P_e^T k P_e`` and ``b = sum_e w_e P_e^T f``, where
 ``k`` (8, 8) and ``f`` (8, L) are shared by all elements and ``w`` (N, ny, nx) are per-cell element
-weights (moduli).
+weights (moduli). ``K`` must be symmetric positive definite.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numba
 import numpy as np
 
-
-@dataclass
-class _Level:
-    n_patches: int
-    n_interior: int  # padded number of eliminated unknowns per front
-    n_boundary: int  # padded number of unknowns passed to the parent
-    interior_dofs: np.ndarray  # (P, ni) global unknown or n (dummy)
-    boundary_dofs: np.ndarray  # (P, nb) global unknown or n (dummy)
-    element_slots: list  # [(element flat indices (P,), front positions (P, 8))] for leaf levels
-    child_scatter: list  # [(child level, child patch indices (Q,), parent patch (Q,), positions (Q, nbc))]
+from ..errors import SolverError
 
 
 def _bisect(r0, r1, c0, c1, leaf):
-    """Recursive bisection of an element rectangle: yields (rect, children) trees."""
+    """Recursive bisection of an element rectangle into a tree ((r0, r1, c0, c1), children)."""
     if r1 - r0 <= leaf and c1 - c0 <= leaf:
         return ((r0, r1, c0, c1), [])
     if r1 - r0 >= c1 - c0:
@@ -41,6 +31,10 @@ def _bisect(r0, r1, c0, c1, leaf):
         m = (c0 + c1) // 2
         kids = [_bisect(r0, r1, c0, m, leaf), _bisect(r0, r1, m, c1, leaf)]
     return ((r0, r1, c0, c1), kids)
+
+
+def _ptr(sizes) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 class MultifrontalPattern:
@@ -64,9 +58,7 @@ class MultifrontalPattern:
         ny, nx = self.grid_shape
         ed = np.where(element_dofs < 0, n, element_dofs).reshape(ny * nx, 8)
         total = np.bincount(ed.ravel(), minlength=n + 1)
-
-        tree = _bisect(0, ny, 0, nx, leaf)
-        records = []  # (height, elements, eliminated here, boundary, child record ids, all interior)
+        fronts = []  # post-order: (elements of a leaf, eliminated unknowns, boundary unknowns, children, all inside)
 
         def visit(node):
             (r0, r1, c0, c1), kids = node
@@ -77,87 +69,43 @@ class MultifrontalPattern:
             dofs, counts = dofs[keep], counts[keep]
             inside = dofs[counts == total[dofs]]
             boundary = dofs[counts != total[dofs]]
-            interior = inside
-            if kid_ids:
-                interior = np.setdiff1d(inside, np.concatenate([records[k][5] for k in kid_ids]))
-            height = 1 + max(records[k][0] for k in kid_ids) if kid_ids else 0
-            records.append((height, elems, interior, boundary, kid_ids, inside))
-            return len(records) - 1
+            eliminated = np.setdiff1d(inside, np.concatenate([fronts[k][4] for k in kid_ids])) if kid_ids else inside
+            fronts.append((elems if not kid_ids else elems[:0], eliminated, boundary, kid_ids, inside))
+            return len(fronts) - 1
 
-        visit(tree)
-        if len(records[-1][3]):
-            raise ValueError("MultifrontalPattern: the root patch has unknowns on its boundary")
+        visit(_bisect(0, ny, 0, nx, leaf))
+        if len(fronts[-1][2]) or len(fronts[-1][4]) != n:
+            raise ValueError("MultifrontalPattern: every unknown must lie inside the grid and belong to an element")
 
-        heights = sorted({r[0] for r in records})
-        where = {}  # record id -> (level, index in level)
-        by_level = [[i for i, r in enumerate(records) if r[0] == h] for h in heights]
-        for lev, ids in enumerate(by_level):
-            for j, i in enumerate(ids):
-                where[i] = (lev, j)
+        self.n_interior = np.array([len(f[1]) for f in fronts], dtype=np.int64)
+        self.n_boundary = np.array([len(f[2]) for f in fronts], dtype=np.int64)
+        front_dofs = [np.concatenate([f[1], f[2]]) for f in fronts]
+        self.dofs_ptr = _ptr([len(d) for d in front_dofs])
+        self.dofs = np.concatenate(front_dofs).astype(np.int64)
 
-        self.levels = []
-        for ids in by_level:
-            ni = max(1, max(len(records[i][2]) for i in ids))
-            nb = max(len(records[i][3]) for i in ids)
-            m = ni + nb
-            interior = np.full((len(ids), ni), n)
-            boundary = np.full((len(ids), nb), n)
-            pos = []  # per patch: dict-free position lookup via sorted arrays
-            for j, i in enumerate(ids):
-                _, _, it, bd, _, _ = records[i]
-                interior[j, : len(it)] = it
-                boundary[j, : len(bd)] = bd
-                front = np.concatenate([it, bd])
-                slots = np.concatenate([np.arange(len(it)), ni + np.arange(len(bd))])
-                order = np.argsort(front)
-                pos.append((front[order], slots[order]))
+        def positions(f, dofs):
+            order = np.argsort(front_dofs[f])
+            k = np.searchsorted(front_dofs[f], dofs, sorter=order)
+            k = np.minimum(k, len(order) - 1)
+            found = order[k]
+            return np.where((dofs < n) & (front_dofs[f][found] == dofs), found, -1)
 
-            def lookup(j, dofs, pos=pos):
-                front, slots = pos[j]
-                k = np.searchsorted(front, dofs)
-                k = np.minimum(k, len(front) - 1)
-                ok = (dofs < n) & (front[k] == dofs)
-                return np.where(ok, slots[k], -1)
+        elems = [f[0] for f in fronts]
+        self.elem_ptr = _ptr([len(e) for e in elems])
+        self.elem_ids = np.concatenate(elems).astype(np.int64)
+        self.elem_pos = np.concatenate([positions(i, ed[e]) for i, e in enumerate(elems) if len(e)]).astype(np.int64)
 
-            element_slots = []
-            leaves = [j for j, i in enumerate(ids) if not records[i][4]]
-            if leaves:
-                max_e = max(len(records[ids[j]][1]) for j in leaves)
-                for s in range(max_e):
-                    rows = [j for j in leaves if s < len(records[ids[j]][1])]
-                    elems = np.array([records[ids[j]][1][s] for j in rows])
-                    p = np.stack([lookup(j, ed[e]) for j, e in zip(rows, elems)])
-                    element_slots.append((np.array(rows), elems, p))
-
-            child_scatter = []
-            pairs = {}
-            for j, i in enumerate(ids):
-                for s, k in enumerate(records[i][4]):
-                    clev, cj = where[k]
-                    pairs.setdefault((clev, s), []).append((cj, j, lookup(j, records[k][3])))
-            for (clev, _), items in sorted(pairs.items()):
-                cidx = np.array([c for c, _, _ in items])
-                pidx = np.array([p for _, p, _ in items])
-                nbc = max(len(q) for _, _, q in items)
-                positions = np.full((len(items), nbc), -1)
-                for r, (_, _, q) in enumerate(items):
-                    positions[r, : len(q)] = q
-                child_scatter.append((clev, cidx, pidx, positions))
-            self.levels.append(_Level(len(ids), ni, nb, interior, boundary, element_slots, child_scatter))
-
-        # Flat scatter indices of the children's update matrices, valid entries only.
-        for level in self.levels:
-            m = level.n_interior + level.n_boundary
-            flat = []
-            for clev, cidx, pidx, positions in level.child_scatter:
-                nbc = self.levels[clev].n_boundary
-                pad = np.full((len(cidx), nbc), -1)
-                pad[:, : positions.shape[1]] = positions
-                ok = (pad[:, :, None] >= 0) & (pad[:, None, :] >= 0)
-                src = (cidx[:, None, None] * nbc + np.arange(nbc)[:, None]) * nbc + np.arange(nbc)
-                dst = (pidx[:, None, None] * m + pad[:, :, None]) * m + pad[:, None, :]
-                flat.append((clev, cidx, pidx, pad, src[ok], dst[ok]))
-            level.child_scatter = flat
+        self.child_ptr = _ptr([len(f[3]) for f in fronts])
+        self.child_ids = np.array([k for f in fronts for k in f[3]], dtype=np.int64)
+        parent = np.full(len(fronts), -1)
+        for i, f in enumerate(fronts):
+            parent[f[3]] = i
+        up = [positions(parent[i], f[2]) if parent[i] >= 0 else np.zeros(0, np.int64) for i, f in enumerate(fronts)]
+        self.up_ptr = _ptr([len(u) for u in up])
+        self.up_pos = np.concatenate(up).astype(np.int64)
+        self.update_ptr = _ptr(self.n_boundary**2)
+        self.boundary_ptr = _ptr(self.n_boundary)
+        self.n_fronts = len(fronts)
 
     def solve(self, weights: np.ndarray, ke: np.ndarray, fe: np.ndarray, return_solution: bool = False):
         """Solve ``K x = b`` for a batch of element weights.
@@ -167,11 +115,11 @@ class MultifrontalPattern:
         weights : array (N, ny, nx)
             Element weights (moduli) of each system.
         ke : array (8, 8)
-            Element matrix for unit weight.
+            Symmetric element matrix for unit weight.
         fe : array (8, L)
             Element right-hand sides for unit weight.
         return_solution : bool
-            Also return the solution (needs memory for the factors of the whole batch).
+            Also return the solutions.
 
         Returns
         -------
@@ -179,59 +127,116 @@ class MultifrontalPattern:
             ``b^T K^-1 b``.
         x : array (N, n_unknowns, L), only with ``return_solution``.
         """
-        w = np.asarray(weights, dtype=float).reshape(len(weights), -1).T.copy()  # (elements, N)
-        n_sys, n_load = w.shape[1], fe.shape[1]
-        ke_flat = np.asarray(ke, dtype=float).ravel()[:, None]
-        fe_flat = np.asarray(fe, dtype=float).reshape(8, n_load)[:, :, None]
-        energy = np.zeros((n_sys, n_load, n_load))
-        updates = []  # per level, batch-last: S (P * nb * nb, N), g (P * nb * L, N)
-        saved = []
-        for level in self.levels:
-            ni, nb, npch = level.n_interior, level.n_boundary, level.n_patches
-            m = ni + nb
-            # Assembly in batch-last layout: every scattered entry is a contiguous row of N values.
-            front = np.zeros((npch * m * m + 1, n_sys))
-            rhs = np.zeros((npch * m * n_load + 1, n_sys))
-            for rows, elems, pos in level.element_slots:
-                wk = w[elems][:, None, :]
-                valid = (pos[:, :, None] >= 0) & (pos[:, None, :] >= 0)
-                kidx = np.where(valid, (rows[:, None, None] * m + pos[:, :, None]) * m + pos[:, None, :], npch * m * m)
-                front[kidx.ravel()] += (wk * ke_flat).reshape(-1, n_sys)
-                gidx = (rows[:, None, None] * m + pos[:, :, None]) * n_load + np.arange(n_load)
-                gidx = np.where(pos[:, :, None] >= 0, gidx, npch * m * n_load)
-                rhs[gidx.ravel()] += (wk[:, :, None, :] * fe_flat).reshape(-1, n_sys)
-            for clev, cidx, pidx, pos, src, dst in level.child_scatter:
-                s_child, g_child = updates[clev]
-                front[dst] += s_child[src]
-                nbc = pos.shape[1]
-                ok = np.broadcast_to((pos >= 0)[:, :, None], pos.shape + (n_load,))
-                g_src = (cidx[:, None, None] * nbc + np.arange(nbc)[:, None]) * n_load + np.arange(n_load)
-                g_dst = (pidx[:, None, None] * m + pos[:, :, None]) * n_load + np.arange(n_load)
-                rhs[g_dst[ok]] += g_child[g_src[ok]]
-            front = np.ascontiguousarray(front[:-1].reshape(npch, m, m, n_sys).transpose(3, 0, 1, 2))
-            rhs = np.ascontiguousarray(rhs[:-1].reshape(npch, m, n_load, n_sys).transpose(3, 0, 1, 2))
-            # Padded interior unknowns get a unit diagonal so the stacked factorizations are regular.
-            pad = np.flatnonzero(level.interior_dofs.ravel() == self.n_unknowns)
-            if len(pad):
-                p, i = np.divmod(pad, ni)
-                front[:, p, i, i] = 1.0
-            f_ib = front[:, :, :ni, ni:]
-            g_i = rhs[:, :, :ni]
-            x = np.linalg.solve(front[:, :, :ni, :ni], np.concatenate([f_ib, g_i], axis=-1))
-            x_b, x_g = x[..., :nb], x[..., nb:]
-            energy += np.einsum("npil,npik->nlk", g_i, x_g)
-            s_new = front[:, :, ni:, ni:] - np.einsum("npji,npjk->npik", f_ib, x_b, optimize=True)
-            g_new = rhs[:, :, ni:] - np.einsum("npji,npjk->npik", f_ib, x_g, optimize=True)
-            updates.append((s_new.transpose(1, 2, 3, 0).reshape(-1, n_sys),
-                            g_new.transpose(1, 2, 3, 0).reshape(-1, n_sys)))
-            if return_solution:
-                saved.append((x_b, x_g))
+        w = np.ascontiguousarray(np.asarray(weights, dtype=np.float64).reshape(len(weights), -1))
+        ke = np.ascontiguousarray(ke, dtype=np.float64)
+        fe = np.ascontiguousarray(fe, dtype=np.float64)
+        energy = np.zeros((len(w), fe.shape[1], fe.shape[1]))
+        x = np.zeros((len(w) if return_solution else 0, self.n_unknowns + 1, fe.shape[1]))
+        failed = _solve_batch(w, ke, fe, self.n_interior, self.n_boundary, self.dofs_ptr, self.dofs, self.elem_ptr,
+                              self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr, self.up_pos,
+                              self.update_ptr, self.boundary_ptr, energy, x, return_solution)
+        if failed.any():
+            raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is not positive definite "
+                              "(a zero or negative modulus?)")
         if not return_solution:
             return energy
-        sol = np.zeros((n_sys, self.n_unknowns + 1, n_load))
-        for level, (x_b, x_g) in zip(reversed(self.levels), reversed(saved)):
-            xb = sol[:, level.boundary_dofs]  # (N, P, nb, L)
-            sol[:, level.interior_dofs] = x_g - x_b @ xb
-            sol[:, self.n_unknowns] = 0.0
-        return energy, sol[:, : self.n_unknowns]
+        return energy, x[:, : self.n_unknowns]
 
+
+@numba.njit(cache=True)
+def _solve_one(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids, up_ptr,
+               up_pos, update_ptr, boundary_ptr, energy, x, want_solution):
+    """Factorize one cell front by front (post-order); returns False if a pivot is not positive."""
+    n_load = fe.shape[1]
+    n_fronts = len(n_int)
+    s_upd = np.empty(update_ptr[-1])
+    g_upd = np.empty(boundary_ptr[-1] * n_load)
+    stored = []
+    for f in range(n_fronts):
+        ni = n_int[f]
+        nb = n_bnd[f]
+        m = ni + nb
+        cols = m + n_load
+        a = np.zeros((m, cols))
+        # Element contributions (leaves): upper triangle only, the matrix is symmetric.
+        for e in range(elem_ptr[f], elem_ptr[f + 1]):
+            we = w[elem_ids[e]]
+            for i in range(8):
+                pi = elem_pos[e, i]
+                if pi < 0:
+                    continue
+                for j in range(8):
+                    pj = elem_pos[e, j]
+                    if pj >= pi:
+                        a[pi, pj] += we * ke[i, j]
+                for load in range(n_load):
+                    a[pi, m + load] += we * fe[i, load]
+        # Extend-add of the children's Schur complements.
+        for c_at in range(child_ptr[f], child_ptr[f + 1]):
+            c = child_ids[c_at]
+            nbc = n_bnd[c]
+            s_off = update_ptr[c]
+            g_off = boundary_ptr[c] * n_load
+            pos = up_pos[up_ptr[c] : up_ptr[c + 1]]
+            for i in range(nbc):
+                pi = pos[i]
+                for j in range(i, nbc):
+                    pj = pos[j]
+                    if pi <= pj:
+                        a[pi, pj] += s_upd[s_off + i * nbc + j]
+                    else:
+                        a[pj, pi] += s_upd[s_off + i * nbc + j]
+                for load in range(n_load):
+                    a[pi, m + load] += g_upd[g_off + i * n_load + load]
+        # Partial right-looking Cholesky of the first ni pivots; the trailing block becomes the
+        # Schur complement and the trailing columns the reduced right-hand side.
+        for k in range(ni):
+            piv = a[k, k]
+            if not piv > 0.0:
+                return False
+            d = np.sqrt(piv)
+            for j in range(k, cols):
+                a[k, j] /= d
+            for i in range(k + 1, m):
+                aki = a[k, i]
+                if aki != 0.0:
+                    for j in range(i, cols):
+                        a[i, j] -= aki * a[k, j]
+        for k in range(ni):
+            for l1 in range(n_load):
+                for l2 in range(n_load):
+                    energy[l1, l2] += a[k, m + l1] * a[k, m + l2]
+        s_off = update_ptr[f]
+        g_off = boundary_ptr[f] * n_load
+        for i in range(nb):
+            for j in range(i, nb):
+                s_upd[s_off + i * nb + j] = a[ni + i, ni + j]
+            for load in range(n_load):
+                g_upd[g_off + i * n_load + load] = a[ni + i, m + load]
+        if want_solution:
+            stored.append(a[:ni].copy())
+    if want_solution:
+        for f in range(n_fronts - 1, -1, -1):
+            ni = n_int[f]
+            m = ni + n_bnd[f]
+            r = stored[f]
+            fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
+            for k in range(ni - 1, -1, -1):
+                for load in range(n_load):
+                    v = r[k, m + load]
+                    for j in range(k + 1, m):
+                        v -= r[k, j] * x[fd[j], load]
+                    x[fd[k], load] = v / r[k, k]
+    return True
+
+
+@numba.njit(parallel=True, cache=True)
+def _solve_batch(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids, up_ptr,
+                 up_pos, update_ptr, boundary_ptr, energy, x, want_solution):
+    failed = np.zeros(len(w), dtype=np.bool_)
+    for s in numba.prange(len(w)):
+        xs = x[s] if want_solution else np.empty((0, fe.shape[1]))
+        ok = _solve_one(w[s], ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
+                        up_ptr, up_pos, update_ptr, boundary_ptr, energy[s], xs, want_solution)
+        failed[s] = not ok
+    return failed
