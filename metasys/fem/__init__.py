@@ -1,7 +1,7 @@
 """Finite-element core: periodic homogenization, macroscale and full-scale structure solves."""
 
 from .boundary import Prescribed
-from .homogenization import CellFields, homogenize, homogenize_fields
+from .homogenization import CellFields, homogenize, homogenize_fields, homogenize_quarter_gradient, mirror_quarter
 from .macro import MacroModel, MacroSolution, solve_macro
 
 __all__ = [
@@ -12,6 +12,8 @@ __all__ = [
     "homogenize",
     "homogenize_fields",
     "homogenize_jax",
+    "homogenize_quarter_gradient",
+    "mirror_quarter",
     "solve_macro",
 ]
 

@@ -151,6 +151,49 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
     return out[0] if single else out
 
 
+def homogenize_quarter_gradient(quarters, material: Material = Material()):
+    """Homogenized stiffness of doubly mirror-symmetric cells and its gradient w.r.t. the quarter.
+
+    The design variables of orthotropic cells are the densities of the bottom-left quarter; the
+    cell is the quarter mirrored about both mid-lines (``metasys.fem.mirror_quarter``). One quarter
+    solve per symmetry class gives C and, by the adjoint identity of the periodic problem (the
+    fluctuation minimizes the energy), the exact derivative of C w.r.t. every quarter density.
+
+    Parameters
+    ----------
+    quarters : array (qy, qx) or (N, qy, qx)
+        Quarter densities in [0, 1].
+    material : Material
+
+    Returns
+    -------
+    C : array (N, 3, 3)
+        Stiffness of the mirrored cells (C13 = C23 = 0).
+    dC : array (N, qy, qx, 3, 3)
+        ``dC[n, i, j] = d C[n] / d quarters[n, i, j]`` (each quarter pixel stands for four cell pixels).
+    """
+    q = as_density(quarters, "quarters")
+    n, qy, qx = q.shape
+    ke, u0, fe, _ = _element_matrices(2 * qy, 2 * qx, material)
+    moduli = material.modulus(q)
+    sens = np.zeros((n, qy, qx, 3, 3))
+    for pattern, shear, loads in zip(_quarter_patterns(qy, qx), (False, True), ([0, 1], [2])):
+        _, x = pattern.solve(moduli, ke, fe[:, loads], return_solution=True)
+        edofs, n_unknowns = _quarter_element_dofs(qy, qx, shear)
+        w = np.concatenate([-x, np.zeros((n, 1, len(loads)))], axis=1)  # index -1 -> constrained, zero
+        u = w[:, edofs] + u0[:, loads]  # (N, qy, qx, 8, L)
+        sens[..., np.array(loads)[:, None], np.array(loads)] = np.einsum("nyxak,ab,nyxbl->nyxkl", u, ke, u)
+    c = 4.0 * np.einsum("nyx,nyxkl->nkl", moduli, sens)
+    return c, 4.0 * sens * material.modulus_derivative(q)[..., None, None]
+
+
+def mirror_quarter(quarters) -> np.ndarray:
+    """Cells (..., 2 qy, 2 qx) from quarters (..., qy, qx) mirrored about both mid-lines."""
+    q = np.asarray(quarters)
+    half = np.concatenate([q, q[..., ::-1, :]], axis=-2)
+    return np.concatenate([half, half[..., ::-1]], axis=-1)
+
+
 @dataclass
 class CellFields:
     """Homogenized stiffness and the micro fields of cells under the three unit macro strains.
