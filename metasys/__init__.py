@@ -1,7 +1,8 @@
 """metasys: design of multiscale mechanical metamaterial systems."""
 
+from ._version import __version__
+from .database import Database
 from .fem import homogenize
 from .material import Material
 
-__version__ = "0.1.0"
-__all__ = ["Material", "homogenize", "__version__"]
+__all__ = ["Database", "Material", "homogenize", "__version__"]

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .errors import MetasysError
 
 app = typer.Typer(help="metasys: design multiscale mechanical metamaterial systems.", no_args_is_help=True,
@@ -67,6 +67,15 @@ def homogenize(
             "metasys_version": __version__,
         })
         console.print(f"wrote {json_out}")
+
+
+def _register_subcommands():
+    from .database.cli import db_app
+
+    app.add_typer(db_app, name="db")
+
+
+_register_subcommands()
 
 
 def main():
