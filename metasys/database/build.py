@@ -8,9 +8,9 @@
 Workers do all the numerical work (optimization, perturbation, repair, homogenization) and
 return finished cells; the calling process is the only writer of the file. Every commit stores
 the builder state with the cells, so running the same build on an existing file resumes where it
-stopped: each task's random stream is derived from (seed, phase, round, task), and a round's parents
-are drawn from the cells committed before the round began, so a resumed build makes the same
-choices as an uninterrupted one.
+stopped: each task's random stream is derived from (seed, phase, round, task), results are committed
+in task order, and a round's parents are drawn from the cells committed before the round began, so
+the same command gives the same file, whether or not it was interrupted.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
     else:
         db = Database.create(path, material=material, command=command, seed=settings.seed)
         state = {}
-    state = {"settings": wanted, "seed_tasks_done": [], "round": 0, "round_start": 0, "round_tasks_done": [],
+    state = {"settings": wanted, "seed_tasks_done": 0, "round": 0, "round_start": 0, "round_tasks_done": 0,
              "round_complete": True, **state}
     if command:
         db.set_metadata(command=command, seed=settings.seed)
@@ -145,16 +145,15 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
         targets = sample_targets(settings.n_seeds, _rng(settings.seed, 1), db.material)
         chunks = [np.arange(i, min(i + settings.seeds_per_task, settings.n_seeds))
                   for i in range(0, settings.n_seeds, settings.seeds_per_task)]
-        todo = [k for k in range(len(chunks)) if k not in set(state["seed_tasks_done"])]
-        futures = {client.submit(seed_task, targets[chunks[k]], settings.seed * 1_000_003 + chunks[k], db.material,
-                                 pure=False): k for k in todo}
-        _drain(client, futures, db, state, "seed_tasks_done", display, out_of_time, source="seed", iteration=0)
+        futures = [client.submit(seed_task, targets[chunk], settings.seed * 1_000_003 + chunk, db.material, pure=False)
+                   for chunk in chunks[state["seed_tasks_done"]:]]
+        _drain(futures, db, state, "seed_tasks_done", display, out_of_time, source="seed", iteration=0)
         if out_of_time():
             return db
         # Phase 2: perturbation rounds.
         while len(db) < settings.n_cells and not out_of_time():
             if state["round_complete"]:
-                state.update(round=state["round"] + 1, round_start=len(db), round_tasks_done=[], round_complete=False)
+                state.update(round=state["round"] + 1, round_start=len(db), round_tasks_done=0, round_complete=False)
                 db.set_build_state(state)
             r = state["round"]
             from .perturb import select_parents
@@ -162,12 +161,12 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
             parents = select_parents(db.properties[: state["round_start"]], settings.parents_per_round, _rng(settings.seed, 3, r))
             parents = np.sort(parents)
             chunks = np.array_split(parents, max(1, len(parents) // settings.parents_per_task))
-            done = set(state["round_tasks_done"])
-            futures = {client.submit(perturb_task, db.get_cells(chunk), chunk, settings.seed, r, k, db.material, pure=False): k
-                       for k, chunk in enumerate(chunks) if k not in done}
+            first = state["round_tasks_done"]
+            futures = [client.submit(perturb_task, db.get_cells(chunk), chunk, settings.seed, r, k, db.material, pure=False)
+                       for k, chunk in enumerate(chunks) if k >= first]
             display.update(db, f"perturbation round {r}")
-            _drain(client, futures, db, state, "round_tasks_done", display, out_of_time, source="perturbation", iteration=r)
-            if len(state["round_tasks_done"]) == len(chunks):
+            _drain(futures, db, state, "round_tasks_done", display, out_of_time, source="perturbation", iteration=r)
+            if state["round_tasks_done"] == len(chunks):
                 state["round_complete"] = True
                 db.set_build_state(state)
         if len(db) >= settings.n_cells and not out_of_time():
@@ -179,24 +178,23 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
     return db
 
 
-def _drain(client, futures, db, state, done_key, display, out_of_time, source, iteration):
-    """Commit finished tasks as they complete (one writer); cancel the rest when out of time."""
-    from dask.distributed import as_completed
+def _drain(futures, db, state, done_key, display, out_of_time, source, iteration):
+    """Commit finished tasks in task order (one writer), so that the file does not depend on timing.
 
-    if not futures:
-        return
-    pending = as_completed(list(futures))
-    for future in pending:
-        result = future.result()
-        cells, c = result[0], result[1]
-        parents = result[2] if len(result) > 2 else None
-        state[done_key] = sorted(set(state[done_key]) | {futures[future]})
-        db.append(cells, source=source, parent=parents, iteration=iteration, stiffness=c, build_state=state)
-        display.update(db)
+    Results that finish early wait for their predecessors; ``state[done_key]`` counts committed tasks.
+    When out of time, the remaining tasks are cancelled and the build can resume from the state.
+    """
+    for future in futures:
         if out_of_time():
             for f in futures:
                 f.cancel()
-            break
+            return
+        result = future.result()
+        cells, c = result[0], result[1]
+        parents = result[2] if len(result) > 2 else None
+        state[done_key] += 1
+        db.append(cells, source=source, parent=parents, iteration=iteration, stiffness=c, build_state=state)
+        display.update(db)
 
 
 class _Display:
