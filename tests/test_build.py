@@ -1,5 +1,7 @@
 """Database building on a 2-worker local dask cluster: validity, provenance, determinism, resume."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -32,5 +34,8 @@ def test_small_build_resumes_to_the_same_file(tmp_path):
     assert resumed.fingerprint == full.fingerprint
 
     with pytest.raises(InvalidValueError, match="settings"):
-        build_database(tmp_path / "part.h5", BuildSettings(n_cells=500, n_seeds=4), workers=1, progress=False)
+        build_database(tmp_path / "part.h5", BuildSettings(n_cells=500, n_seeds=5), workers=1, progress=False)
     assert len(Database.open(tmp_path / "part.h5")) == len(full)
+    # A finished build can be extended: only the stopping size changes.
+    more = build_database(tmp_path / "part.h5", replace(SETTINGS, n_cells=len(full) + 30), workers=2, progress=False)
+    assert len(more) >= len(full) + 30 and more.build_state["complete"] and more.verify(sample=5).ok

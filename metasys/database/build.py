@@ -122,14 +122,21 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
     if path.exists():
         db = Database.open(path, mode="a")
         state = db.build_state
-        if state.get("settings") not in (None, wanted):
-            raise InvalidValueError(f"{str(path)!r} was built with settings {state.get('settings')}; resuming with different "
-                                    f"settings {wanted} would mix two builds (use a new file)")
+        # n_cells only says when to stop, so a finished build can be extended; anything else would mix two builds.
+        old = state.get("settings")
+
+        def fixed(settings):
+            return {k: v for k, v in settings.items() if k != "n_cells"}
+
+        if old is not None and fixed(old) != fixed(wanted):
+            raise InvalidValueError(f"{str(path)!r} was built with settings {old}; resuming with different settings "
+                                    f"{wanted} would mix two builds (use a new file)")
+        state.pop("complete", None)
     else:
         db = Database.create(path, material=material, command=command, seed=settings.seed)
         state = {}
-    state = {"settings": wanted, "seed_tasks_done": 0, "round": 0, "round_start": 0, "round_tasks_done": 0,
-             "round_complete": True, **state}
+    state = {"seed_tasks_done": 0, "round": 0, "round_start": 0, "round_tasks_done": 0, "round_complete": True, **state,
+             "settings": wanted}
     if command:
         db.set_metadata(command=command, seed=settings.seed)
     started = time.monotonic()
@@ -178,23 +185,36 @@ def build_database(path, settings: BuildSettings = BuildSettings(), material: Ma
     return db
 
 
-def _drain(futures, db, state, done_key, display, out_of_time, source, iteration):
+def _drain(futures, db, state, done_key, display, out_of_time, source, iteration, commit_cells=4000, commit_seconds=20.0):
     """Commit finished tasks in task order (one writer), so that the file does not depend on timing.
 
-    Results that finish early wait for their predecessors; ``state[done_key]`` counts committed tasks.
-    When out of time, the remaining tasks are cancelled and the build can resume from the state.
+    Results that finish early wait for their predecessors. Results are committed together once
+    ``commit_cells`` cells or ``commit_seconds`` have accumulated (each commit rewrites the file),
+    and always at the end; ``state[done_key]`` counts committed tasks. When out of time, the
+    remaining tasks are cancelled and the build can resume from the state.
     """
+    batch, last = [], time.monotonic()
+
+    def commit():
+        nonlocal batch, last
+        if batch:
+            state[done_key] += len(batch)
+            cells = np.concatenate([b[0] for b in batch])
+            c = np.concatenate([b[1] for b in batch])
+            parents = None if len(batch[0]) < 3 else np.concatenate([b[2] for b in batch])
+            db.append(cells, source=source, parent=parents, iteration=iteration, stiffness=c, build_state=state)
+            display.update(db)
+        batch, last = [], time.monotonic()
+
     for future in futures:
         if out_of_time():
             for f in futures:
                 f.cancel()
-            return
-        result = future.result()
-        cells, c = result[0], result[1]
-        parents = result[2] if len(result) > 2 else None
-        state[done_key] += 1
-        db.append(cells, source=source, parent=parents, iteration=iteration, stiffness=c, build_state=state)
-        display.update(db)
+            break
+        batch.append(future.result())
+        if sum(len(b[0]) for b in batch) >= commit_cells or time.monotonic() - last > commit_seconds:
+            commit()
+    commit()
 
 
 class _Display:

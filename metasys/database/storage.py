@@ -350,10 +350,12 @@ class Database:
 
     def _commit(self, packed, c, hashes, source, parent, iteration, build_state):
         n0, k = len(self), len(c)
+        columns = {"C": c, "properties": properties_of(c), "hashes": hashes, "source": np.full(k, source, np.uint8),
+                   "parent": parent, "iteration": iteration}
         with _atomic_h5(self.path, copy_from=self.path) as f:
             if k:
-                for name, data in (("cells", packed), ("C", c), ("properties", properties_of(c)), ("hash", hashes),
-                                   ("provenance/source", np.full(k, source, np.uint8)), ("provenance/parent", parent),
+                for name, data in (("cells", packed), ("C", c), ("properties", columns["properties"]), ("hash", hashes),
+                                   ("provenance/source", columns["source"]), ("provenance/parent", parent),
                                    ("provenance/iteration", iteration)):
                     ds = f[name]
                     ds.resize(n0 + k, axis=0)
@@ -361,7 +363,13 @@ class Database:
                 f.attrs["n_cells"] = n0 + k
             if build_state is not None:
                 f.attrs["build_state"] = json.dumps(build_state)
-        self._load()
+        # The file now holds exactly the old content plus this batch: extend the in-memory copy.
+        for name, data in columns.items():
+            setattr(self, name, np.concatenate([getattr(self, name), data.astype(getattr(self, name).dtype)]))
+        self._keys.update(_keys(hashes))
+        self.metadata["n_cells"] = n0 + k
+        if build_state is not None:
+            self.metadata["build_state"] = json.dumps(build_state)
 
     def set_metadata(self, **attrs) -> None:
         """Update file-level metadata such as ``command`` and ``seed``."""
