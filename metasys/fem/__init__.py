@@ -1,11 +1,13 @@
 """Finite-element core: periodic homogenization, macroscale and full-scale structure solves."""
 
 from .boundary import Prescribed
+from .full_scale import FullScaleResult, solve_full_scale
 from .homogenization import CellFields, homogenize, homogenize_fields, homogenize_quarter_gradient, mirror_quarter
 from .macro import MacroModel, MacroSolution, solve_macro
 
 __all__ = [
     "CellFields",
+    "FullScaleResult",
     "MacroModel",
     "MacroSolution",
     "Prescribed",
@@ -14,6 +16,7 @@ __all__ = [
     "homogenize_jax",
     "homogenize_quarter_gradient",
     "mirror_quarter",
+    "solve_full_scale",
     "solve_macro",
 ]
 
