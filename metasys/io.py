@@ -15,6 +15,14 @@ from .errors import FileFormatError, InvalidCellError
 CELL_SUFFIXES = (".npy", ".png", ".txt")
 
 
+def publish(tmp, path) -> None:
+    """Rename a finished temporary file onto ``path`` with ordinary permissions (mkstemp makes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_path(path, suffix: str | None = None):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
@@ -28,7 +36,7 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

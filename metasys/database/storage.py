@@ -36,12 +36,25 @@ from .._version import __version__
 from ..errors import FileFormatError, InvalidCellError, InvalidValueError, describe
 from ..fem import homogenize
 from ..fem.element import properties_of
+from ..io import publish
 from ..material import Material
 
 FORMAT = "metasys-database"
 SCHEMA_VERSION = 1
 SOURCES = ("seed", "perturbation", "generated", "imported")
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "databases" / "default.h5"
+
+
+def default_path() -> Path:
+    """Location of the shipped database: the installed data package, else the source tree's databases/."""
+    from importlib.resources import files
+
+    try:
+        installed = Path(str(files("metasys.databases") / "default.h5"))
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and installed.exists():
+        return installed
+    return Path(__file__).resolve().parents[2] / "databases" / "default.h5"
 
 
 def pack_cells(cells: np.ndarray) -> np.ndarray:
@@ -161,9 +174,10 @@ class Database:
     @classmethod
     def default(cls) -> Database:
         """The database shipped with metasys (``databases/default.h5``)."""
-        if not DEFAULT_PATH.exists():
-            raise FileFormatError(f"the default database {str(DEFAULT_PATH)!r} is missing; see databases/README.md to rebuild it")
-        return cls.open(DEFAULT_PATH)
+        path = default_path()
+        if not path.exists():
+            raise FileFormatError(f"the default database {str(path)!r} is missing; see databases/README.md to rebuild it")
+        return cls.open(path)
 
     def _load(self):
         try:
@@ -470,5 +484,5 @@ class _atomic_h5:
             return False
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
         return False
