@@ -143,7 +143,9 @@ class MultifrontalPattern:
         return energy, x[:, : self.n_unknowns]
 
 
-@numba.njit(cache=True)
+# Reassociation and fused multiply-add let LLVM vectorize the update loops; NaN/inf semantics are kept
+# so that the pivot test still catches a matrix that is not positive definite.
+@numba.njit(cache=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, error_model="numpy")
 def _solve_one(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids, up_ptr,
                up_pos, update_ptr, boundary_ptr, energy, x, want_solution):
     """Factorize one cell front by front (post-order); returns False if a pivot is not positive."""
