@@ -37,6 +37,21 @@ def test_adjoint_gradient_matches_finite_differences(rng):
         np.testing.assert_allclose(np.sum(grad * d), fd, rtol=1e-6)
 
 
+def test_adjoint_gradient_of_a_general_quadratic_form(rng):
+    model = MacroModel(5, 3, STRETCH)
+    p = np.tile([1.0, 0.3, 0.6, 0.2], (3, 5, 1)) * rng.uniform(0.6, 1.4, (3, 5, 4))
+    dofs = rng.choice(model.n_dofs, 6, replace=False)
+    a = rng.normal(size=(6, 6))
+    w = a @ a.T + np.eye(6)
+    target = rng.normal(scale=0.02, size=6)
+    value, grad, sol = model.least_squares(p, dofs, target, w)
+    r = sol.vector[dofs] - target
+    assert value == pytest.approx(r @ w @ r)
+    d = rng.normal(size=p.shape)
+    fd = (model.least_squares(p + 1e-6 * d, dofs, target, w)[0] - model.least_squares(p - 1e-6 * d, dofs, target, w)[0]) / 2e-6
+    np.testing.assert_allclose(np.sum(grad * d), fd, rtol=1e-6)
+
+
 def test_exact_target_gives_zero_objective():
     w, h = 4, 2
     model = MacroModel(w, h, STRETCH)

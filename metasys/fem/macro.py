@@ -102,7 +102,7 @@ class MacroModel:
         return MacroSolution(u.reshape(self.height + 1, self.width + 1, 2), u)
 
     def least_squares(self, properties, dofs, target, weights=None):
-        """Objective ``F = sum_k w_k (u[dofs_k] - target_k)^2`` and its adjoint gradient (paper Eq. 13-15).
+        """Quadratic objective ``F = r^T W r``, ``r = u[dofs] - target``, and its adjoint gradient (paper Eq. 13-15).
 
         Parameters
         ----------
@@ -111,8 +111,9 @@ class MacroModel:
             Degrees of freedom of interest (``gamma`` in the paper).
         target : array (k,)
             Target displacements ``u_t``.
-        weights : array (k,), optional
-            Non-negative weights (default 1).
+        weights : array (k,) or (k, k), optional
+            Diagonal weights ``w`` (``W = diag(w)``, default 1: the paper's ``||gamma * u - u_t||^2``) or a
+            symmetric matrix ``W``, which makes ``F`` any quadratic form in the selected displacements.
 
         Returns
         -------
@@ -123,20 +124,22 @@ class MacroModel:
         """
         dofs = np.asarray(dofs, dtype=np.int64)
         target = np.asarray(target, dtype=float)
-        w = np.ones(len(dofs)) if weights is None else np.asarray(weights, dtype=float)
-        if target.shape != dofs.shape or w.shape != dofs.shape:
-            raise InvalidValueError(f"least_squares: dofs, target and weights must have equal length, got {dofs.shape}, "
-                                    f"{target.shape}, {w.shape}")
+        k = len(dofs)
+        w = np.ones(k) if weights is None else np.asarray(weights, dtype=float)
+        if target.shape != dofs.shape or w.shape not in ((k,), (k, k)):
+            raise InvalidValueError(f"least_squares: expected dofs (k,), target (k,) and weights (k,) or (k, k), got "
+                                    f"{dofs.shape}, {target.shape}, {w.shape}")
+        w = np.diag(w) if w.ndim == 1 else 0.5 * (w + w.T)
         lu, u = self._factorize(properties)
         residual = u[dofs] - target
         dfdu = np.zeros(self.n_dofs)
-        np.add.at(dfdu, dofs, 2.0 * w * residual)
+        np.add.at(dfdu, dofs, 2.0 * w @ residual)
         lam = np.zeros(self.n_dofs)
         lam[self.free] = lu.solve(dfdu[self.free], trans="T")
         ue, le = u[self.element_dofs], lam[self.element_dofs]
         gradient = -np.einsum("jia,qab,jib->jiq", le, self.basis, ue)
         solution = MacroSolution(u.reshape(self.height + 1, self.width + 1, 2), u)
-        return float(np.sum(w * residual**2)), gradient, solution
+        return float(residual @ w @ residual), gradient, solution
 
 
 def solve_macro(properties, conditions) -> MacroSolution:
