@@ -1,0 +1,439 @@
+"""Macroscale property-distribution optimization with MMA (VAE paper Sec. 5.1, Eq. 8-15).
+
+Two modes:
+
+- **full database** (``family=None``): four variables per element, the properties
+  (C11, C12, C22, C33) scaled to [0, 1] inside the database's box ``[min, max]`` (Eq. 11). The
+  feasibility of every element (signed distance ``phi_e >= 0`` to the boundary of the database's
+  property cloud) is aggregated into one constraint by the Heaviside projection integral (Eq. 11-12)::
+
+      g = sum_e S(-phi_e) - 1 <= 0,   S(x) = (tanh(beta x) + 1) / 2
+
+  which is paper's ``mean_e S(-phi_e) <= 1 / N_e`` multiplied by ``N_e`` (order one).
+- **family** (``family=`` a gradation such as :func:`metasys.families.paper_gradation`, or an
+  ordered array (K, 4) of property vectors): one variable ``t`` in [0, 1] per element, the position
+  along the family, so the equality constraint ``tau`` of Eq. 8 holds by construction.
+
+The objective is ``F = ||u[gamma] - u_t||^2 / ||u_t||^2`` (so the macro-level RRMSE is ``sqrt(F)``),
+with adjoint sensitivities (Eq. 13-15, :meth:`metasys.fem.MacroModel.least_squares`). The problem is
+solved by nlopt's MMA (``LD_MMA``, Svanberg's 2002 CCSA variant); it stops when the maximal change of
+the variables between iterations is below ``tolerance`` (1e-3) or after ``max_iterations`` (500)
+objective evaluations, the paper's rule.
+
+Practical choices (measured on the standard problems):
+
+- Strictly positive properties are scaled logarithmically between the database's minimum and
+  maximum (displacements respond to stiffness ratios); box-only bridge after 500 evaluations:
+  RRMSE 0.005 (log) against 0.019 (linear).
+- nlopt's MMA shrinks its moving asymptotes and raises its conservativeness ``rho`` after the
+  steep HPI constraint is violated, and then crawls (smiley, one MMA run: RRMSE 0.17 after 500
+  evaluations; restarted every 150: 0.087 after 450, 0.003 after 900). MMA is therefore restarted from the current design
+  every ``restart_every`` (100) evaluations, and the tolerance rule counts as met when a whole MMA
+  run (up to ``restart_every`` evaluations) moves no variable by more than ``tolerance`` (stricter than
+  one step; ``restart_every=None`` gives one MMA run with nlopt's per-iteration rule). Lowering ``rho_init``, rescaling
+  the objective or constraint (0.01 .. 100) or CCSAQ did not help as much.
+- The start matters (local optima): bridge from the median cell reaches RRMSE 0.046 after 500
+  evaluations, from the most auxetic deep cell 0.013 (0.006 after 1000). ``start="multi"`` runs short
+  pilots from five diverse cells (:func:`candidate_starts`) and continues the best.
+- Objective and constraint are of order one: ``F`` is relative to ``||u_t||^2`` and the HPI
+  constraint is the paper's multiplied by ``N_e``. ``beta`` (200) is in units of the database's
+  normalized signed distance: an element contributes ``S(-phi) < 1e-3`` once ``phi > 0.017``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidValueError, describe
+from .fem.macro import MacroModel
+from .problems import Problem
+
+
+@dataclass
+class MacroResult:
+    """Result of :func:`optimize_properties`.
+
+    Attributes
+    ----------
+    properties : array (H, W, 4)
+        Optimized properties; element (i, j) is ``properties[j, i]``.
+    displacement : array (H + 1, W + 1, 2)
+        Macro displacements of the optimized design.
+    rrmse : float
+        Macro-level ``||u[gamma] - u_t|| / ||u_t||``.
+    history : dict of lists
+        Per objective evaluation: ``objective`` (F), ``constraint`` (g; 0 in family mode), ``change``
+        (max |dx| to the previous evaluation), ``rrmse``.
+    feasible_fraction : float
+        Fraction of elements with signed distance >= 0 (1 in family mode without a database).
+    timings : dict
+        Seconds: ``setup``, ``optimize``, ``total``.
+    variables : array
+        Final design variables: (H, W, 4) in [0, 1] (full mode) or the family positions t (H, W).
+    signed_distance : array (H, W) or None
+        Feasibility signed distance per element, where a database was given.
+    mode : str
+        ``"database"`` or ``"family"``.
+    iterations : int
+        Number of objective evaluations.
+    status : str
+        Why MMA stopped (``xtol``: maximal change below the tolerance; ``maxeval``: iteration limit).
+    restarts : int
+        How often MMA was restarted from the current design.
+    """
+
+    properties: np.ndarray
+    displacement: np.ndarray
+    rrmse: float
+    history: dict
+    feasible_fraction: float
+    timings: dict
+    variables: np.ndarray
+    signed_distance: np.ndarray | None = None
+    mode: str = "database"
+    iterations: int = 0
+    status: str = ""
+    problem: str = field(default="", repr=False)
+    restarts: int = 0
+
+
+def rrmse(u, problem: Problem) -> float:
+    """Macro-level RRMSE ``||u[gamma] - u_t|| / ||u_t||`` of displacements ``u`` ((H+1, W+1, 2) or dof vector)."""
+    u = np.asarray(u, dtype=float).ravel()
+    if u.shape != (problem.n_dofs,):
+        raise InvalidValueError(f"rrmse: expected {problem.n_dofs} displacements for problem {problem.name!r}, got {describe(u)}")
+    r = u[problem.target_dofs] - problem.target_values
+    return float(np.linalg.norm(r) / np.linalg.norm(problem.target_values))
+
+
+class _Polyline:
+    """Piecewise-linear gradation through ordered property vectors (K, 4), t in [0, 1]."""
+
+    def __init__(self, points):
+        self.points = np.asarray(points, dtype=float)
+        if self.points.ndim != 2 or self.points.shape[1] != 4 or len(self.points) < 2:
+            raise InvalidValueError(f"family: expected a gradation or ordered property vectors (K >= 2, 4), "
+                                    f"got {describe(points)}")
+
+    def _locate(self, t):
+        s = np.clip(np.asarray(t, dtype=float), 0.0, 1.0) * (len(self.points) - 1)
+        k = np.minimum(np.floor(s).astype(int), len(self.points) - 2)
+        return k, s - k
+
+    def __call__(self, t):
+        k, a = self._locate(t)
+        return self.points[k] * (1 - a[..., None]) + self.points[k + 1] * a[..., None]
+
+    def derivative(self, t):
+        k, _ = self._locate(t)
+        return (self.points[k + 1] - self.points[k]) * (len(self.points) - 1)
+
+
+def heaviside(x, beta):
+    """Smoothed Heaviside ``S(x) = (tanh(beta x) + 1) / 2`` (Eq. 12) and its derivative."""
+    th = np.tanh(beta * np.asarray(x, dtype=float))
+    return 0.5 * (th + 1.0), 0.5 * beta * (1.0 - th**2)
+
+
+class PropertyObjective:
+    """Objective and HPI constraint as functions of the (scaled) MMA variables, with gradients.
+
+    Exposed for tests and custom optimizers. ``mode`` is ``"database"`` (x: (H*W*4,) in [0, 1]) or
+    ``"family"`` (x: (H*W,) in [0, 1]).
+    """
+
+    def __init__(self, problem: Problem, database=None, family=None, beta: float = 200.0, weights=None, scaling: str = "log"):
+        if not isinstance(problem, Problem):
+            raise InvalidValueError(f"problem: expected a metasys.problems.Problem, got {describe(problem)}")
+        self.problem = problem
+        self.model = MacroModel(problem.width, problem.height, problem.conditions)
+        self.shape = (problem.height, problem.width)
+        self.n_elements = problem.width * problem.height
+        self.database = database
+        self.beta = float(beta)
+        norm2 = float(problem.target_values @ problem.target_values)
+        if norm2 <= 0:
+            raise InvalidValueError(f"problem {problem.name!r}: target displacements are all zero; the RRMSE is undefined")
+        self.weights = np.full(len(problem.target_dofs), 1.0 / norm2) if weights is None else np.asarray(weights, float) / norm2
+        if family is not None:
+            self.mode = "family"
+            self.family = family if callable(family) and hasattr(family, "derivative") else _Polyline(family)
+            self.n = self.n_elements
+        else:
+            if database is None:
+                raise InvalidValueError("optimize_properties: give a database or a family")
+            self.mode = "database"
+            props = np.asarray(database.properties, dtype=float)
+            self.lower, self.upper = props.min(axis=0), props.max(axis=0)
+            self.span = np.where(self.upper > self.lower, self.upper - self.lower, 1.0)
+            if scaling not in ("log", "linear"):
+                raise InvalidValueError(f"scaling: expected 'log' or 'linear', got {scaling!r}")
+            # Logarithmic scaling for strictly positive properties: displacements respond to stiffness ratios.
+            self.log = (self.lower > 0) & (self.upper > self.lower) & (scaling == "log")
+            self.log_span = np.log(np.where(self.log, self.upper / np.where(self.log, self.lower, 1.0), 1.0))
+            self.n = 4 * self.n_elements
+
+    def properties(self, x) -> np.ndarray:
+        """Properties (H, W, 4) of variables x."""
+        x = np.asarray(x, dtype=float)
+        if self.mode == "family":
+            return self.family(x.reshape(self.shape))
+        x = x.reshape(*self.shape, 4)
+        return np.where(self.log, self.lower * np.exp(x * self.log_span), self.lower + x * self.span)
+
+    def dp_dx(self, properties) -> np.ndarray:
+        """Derivative of each property w.r.t. its variable (H, W, 4) (database mode)."""
+        return np.where(self.log, properties * self.log_span, self.span)
+
+    def variables(self, properties) -> np.ndarray:
+        """Variables (n,) of properties (H, W, 4) in database mode (clipped to [0, 1])."""
+        p = np.asarray(properties, float)
+        lin = (p - self.lower) / self.span
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = np.log(np.maximum(p, 1e-300) / np.where(self.log, self.lower, 1.0)) / self.log_span
+        return np.clip(np.where(self.log, lg, lin), 0.0, 1.0).ravel()
+
+    def objective(self, x):
+        """``F(x)``, ``dF/dx`` (n,) and the macro solution."""
+        p = self.properties(x)
+        value, grad_p, solution = self.model.least_squares(p, self.problem.target_dofs, self.problem.target_values, self.weights)
+        if self.mode == "family":
+            grad = np.einsum("jiq,jiq->ji", grad_p, self.family.derivative(np.asarray(x).reshape(self.shape))).ravel()
+        else:
+            grad = (grad_p * self.dp_dx(p)).ravel()
+        return value, grad, solution
+
+    def signed_distance(self, properties) -> tuple[np.ndarray, np.ndarray]:
+        """Signed distance (H*W,) and its gradient (H*W, 4) w.r.t. properties."""
+        return self.database.feasibility(np.asarray(properties, float).reshape(-1, 4))
+
+    def constraint(self, x):
+        """HPI constraint ``g = sum_e S(-phi_e) - 1`` (<= 0 feasible) and ``dg/dx`` (database mode)."""
+        p = self.properties(x)
+        phi, dphi = self.signed_distance(p)
+        s, ds = heaviside(-phi, self.beta)
+        grad = (-ds[:, None] * dphi * self.dp_dx(p).reshape(-1, 4)).ravel()
+        return float(s.sum() - 1.0), grad
+
+
+def candidate_starts(database, margin: float = 0.04) -> np.ndarray:
+    """Five diverse uniform starting designs (5, 4) for multi-start: database cells with signed distance > ``margin``.
+
+    The median cell (nearest to the median properties), the most auxetic (lowest C12), the most
+    anisotropic in y and in x (highest C22 / C11, C11 / C22) and the stiffest in shear relative to C11 + C22.
+    """
+    props = np.asarray(database.properties, float)
+    phi, _ = database.feasibility(props)
+    deep = props[phi > margin]
+    if len(deep) == 0:
+        deep = props[[int(np.argmax(phi))]]
+    scale = np.where(np.ptp(deep, axis=0) > 0, np.ptp(deep, axis=0), 1.0)
+    median = deep[np.argmin(np.linalg.norm((deep - np.median(props, axis=0)) / scale, axis=1))]
+    ratio = deep[:, 2] / np.maximum(deep[:, 0], 1e-12)
+    return np.stack([median, deep[np.argmin(deep[:, 1])], deep[np.argmax(ratio)], deep[np.argmin(ratio)],
+                     deep[np.argmax(deep[:, 3] / np.maximum(deep[:, 0] + deep[:, 2], 1e-12))]])
+
+
+def _start(obj: PropertyObjective, start) -> list:
+    """Initial variable vectors (one, or several for multi-start)."""
+    if obj.mode == "family":
+        t = np.full(obj.shape, 0.5) if start is None else np.broadcast_to(np.asarray(start, float), obj.shape)
+        if np.any((t < 0) | (t > 1)):
+            raise InvalidValueError("start: family positions must lie in [0, 1]")
+        return [t.ravel().copy()]
+    if isinstance(start, str):
+        if start != "multi":
+            raise InvalidValueError(f"start: expected None, 'multi' or properties (4,), (K, 4) or (H, W, 4), got {start!r}")
+        start = candidate_starts(obj.database)
+    if start is not None and np.ndim(start) == 2:
+        cand = np.asarray(start, float)
+        if cand.shape[1] != 4:
+            raise InvalidValueError(f"start: expected candidate properties (K, 4), got {describe(start)}")
+        return [obj.variables(np.broadcast_to(c, (*obj.shape, 4))) for c in cand]
+    if start is None:
+        props = np.asarray(obj.database.properties, float)
+        p0 = np.median(props, axis=0)
+        if obj.database.feasibility(p0)[0] <= 0:
+            phi, _ = obj.database.feasibility(props)
+            p0 = props[int(np.argmax(phi))]
+        start = p0
+    try:
+        p = np.broadcast_to(np.asarray(start, float), (*obj.shape, 4))
+    except ValueError:
+        raise InvalidValueError(f"start: expected properties (4,), (K, 4) or {(*obj.shape, 4)}, got {describe(start)}") from None
+    return [obj.variables(p)]
+
+
+def optimize_properties(problem: Problem, database=None, family=None, *, start=None, max_iterations: int = 500,
+                        tolerance: float = 1e-3, beta: float = 200.0, constraint_scale: float = 1.0,
+                        objective_scale: float = 1.0, rho_init: float | None = None, inner_maxeval: int | None = None,
+                        scaling: str = "log", restart_every: int | None = 100, pilot_iterations: int = 100,
+                        verbose: bool = False, callback=None, algorithm: str = "LD_MMA") -> MacroResult:
+    """Optimize the per-element properties of a macro grid so its displacements match the problem's target.
+
+    Parameters
+    ----------
+    problem : Problem
+        Grid, prescribed displacements and targets (e.g. :func:`metasys.problems.bridge`).
+    database : Database, optional
+        Full-database mode: properties bounded by the database's box, feasibility through its
+        signed-distance field (HPI constraint). Default: :meth:`metasys.Database.default` when no
+        ``family`` is given. Any object with ``properties`` (N, 4) and ``feasibility(p)`` works.
+    family : Gradation or array (K, 4), optional
+        Family mode: one position ``t`` in [0, 1] per element along this gradation (e.g.
+        :func:`metasys.families.paper_gradation`) or along the polyline through ordered properties.
+    start : None, "multi", array (4,), (K, 4) or (H, W, 4) properties (database mode) / scalar or (H, W) positions (family mode)
+        Initial design; default the database's median properties (if feasible) or t = 0.5. Several
+        candidates (K, 4) (or ``"multi"``: :func:`candidate_starts`) start a multi-start: each runs
+        ``pilot_iterations`` evaluations from its uniform design, the best one continues. Pilot
+        evaluations count towards ``max_iterations`` and appear in the history.
+    max_iterations : int
+        Maximal number of objective evaluations (500).
+    tolerance : float
+        Stop when the maximal change of the scaled variables between MMA iterations is below this (1e-3).
+    beta : float
+        Sharpness of the Heaviside projection (Eq. 12) in 1 / signed-distance units (normalized properties).
+    constraint_scale, objective_scale : float
+        Factors on g and F as seen by MMA (nlopt's MMA is sensitive to absolute scaling).
+    rho_init, inner_maxeval : optional
+        nlopt MMA parameters.
+    scaling : "log" or "linear"
+        Database mode: strictly positive properties (C11, C22, C33) are scaled logarithmically
+        between the database's minimum and maximum (default), C12 linearly; "linear" scales all linearly.
+    restart_every : int or None
+        Restart MMA from the current design after this many evaluations (100); None runs one MMA.
+    algorithm : str
+        nlopt algorithm name (``"LD_MMA"``; ``"LD_CCSAQ"`` also handles the constraint).
+    verbose : bool
+        Print one line per evaluation (objective, constraint, change) to stderr.
+    callback : callable, optional
+        ``callback(iteration, x, objective, constraint)`` after each evaluation.
+    """
+    import nlopt
+
+    t0 = time.perf_counter()
+    if family is None and database is None:
+        from .database import Database
+
+        database = Database.default()
+    if int(max_iterations) != max_iterations or max_iterations < 1:
+        raise InvalidValueError(f"max_iterations: expected a positive integer, got {max_iterations!r}")
+    if not tolerance > 0:
+        raise InvalidValueError(f"tolerance: expected a positive number, got {tolerance!r}")
+    obj = PropertyObjective(problem, database, family, beta=beta, scaling=scaling)
+    x0 = _start(obj, start)
+    history = {"objective": [], "constraint": [], "change": [], "rrmse": []}
+    state = {"x": x0[0].copy(), "best": None, "best_f": np.inf}
+
+    def f(x, grad):
+        value, g, _ = obj.objective(x)
+        if grad.size:
+            grad[:] = objective_scale * g
+        change = float(np.max(np.abs(x - state["x"]))) if history["objective"] else 0.0
+        state["x"] = x.copy()
+        cons = obj.constraint(x)[0] if obj.mode == "database" else 0.0
+        history["objective"].append(value)
+        history["constraint"].append(cons)
+        history["change"].append(change)
+        history["rrmse"].append(float(np.sqrt(value)))
+        if value < state["best_f"] and cons <= 1e-9:
+            state["best"], state["best_f"] = x.copy(), value
+        k = len(history["objective"])
+        if verbose:
+            print(f"{problem.name} it {k:4d}  F {value:.4e}  rrmse {np.sqrt(value):.4f}  g {cons:+.3e}  change {change:.3e}",
+                  file=sys.stderr, flush=True)
+        if callback is not None:
+            callback(k, x, value, cons)
+        return objective_scale * value
+
+    def c(x, grad):
+        value, g = obj.constraint(x)
+        if grad.size:
+            grad[:] = constraint_scale * g
+        return constraint_scale * value
+
+    def make():
+        opt = nlopt.opt(getattr(nlopt, algorithm), obj.n)
+        opt.set_lower_bounds(np.zeros(obj.n))
+        opt.set_upper_bounds(np.ones(obj.n))
+        opt.set_min_objective(f)
+        if obj.mode == "database":
+            opt.add_inequality_constraint(c, 1e-8)
+        # With restarts, nlopt's own rule only ends runs that move far less than the tolerance; the
+        # tolerance rule is applied to whole runs below.
+        opt.set_xtol_abs(float(tolerance) * (1e-2 if restart_every else 1.0))
+        if rho_init is not None:
+            opt.set_param("rho_init", float(rho_init))
+        if inner_maxeval is not None:
+            opt.set_param("inner_maxeval", int(inner_maxeval))
+        return opt
+
+    names = {nlopt.XTOL_REACHED: "xtol", nlopt.MAXEVAL_REACHED: "maxeval", nlopt.FTOL_REACHED: "ftol",
+             nlopt.SUCCESS: "success", nlopt.STOPVAL_REACHED: "stopval"}
+    def mma(x, budget):
+        """MMA runs (restarted every ``restart_every``) from x for at most ``budget`` more evaluations."""
+        status, restarts, end = "unknown", 0, len(history["objective"]) + budget
+        chunk = int(budget) if not restart_every else int(restart_every)
+        while len(history["objective"]) < end:
+            # A fresh MMA (asymptotes and rho reset) from the current design; see the module docstring.
+            opt = make()
+            before, x_before = len(history["objective"]), np.array(x, dtype=float)
+            opt.set_maxeval(int(min(chunk, end - before)))
+            try:
+                x = opt.optimize(x)
+                result = opt.last_optimize_result()
+                status = names.get(result, str(result))
+            except nlopt.RoundoffLimited:
+                x = state["best"] if state["best"] is not None else state["x"]
+                status, result = "roundoff-limited", None
+            moved = float(np.max(np.abs(np.asarray(x) - x_before)))
+            if not restart_every or result is None or moved < tolerance:
+                if restart_every and result is not None:
+                    status = "xtol"
+                break  # converged: a whole MMA run moved no variable by more than the tolerance
+            if len(history["objective"]) < end:
+                restarts += 1
+        if len(history["objective"]) >= end:
+            status = "maxeval"
+        return np.asarray(x, dtype=float), status, restarts
+
+    t1 = time.perf_counter()
+    restarts = 0
+    if len(x0) > 1:
+        # Multi-start: a short pilot from each candidate, then the best one continues.
+        pilots = []
+        for xk in x0:
+            state["best"], state["best_f"] = None, np.inf
+            xk, _, r = mma(xk, min(int(pilot_iterations), max(1, max_iterations - len(history["objective"]))))
+            restarts += r
+            pilots.append((state["best_f"] if state["best"] is not None else obj.objective(xk)[0], xk, state["best"]))
+            if len(history["objective"]) >= max_iterations:
+                break
+        best_f, x, best_x = min(pilots, key=lambda item: item[0])
+        state["best"], state["best_f"] = best_x, best_f
+    else:
+        x = x0[0]
+    budget = max_iterations - len(history["objective"])
+    status = "maxeval"
+    if budget > 0:
+        x, status, r = mma(x, budget)
+        restarts += r
+    t2 = time.perf_counter()
+    if obj.mode == "database" and obj.constraint(x)[0] > 1e-9 and state["best"] is not None:
+        x = state["best"]  # the last iterate violates the constraint: return the best feasible one
+    p = obj.properties(x)
+    solution = obj.model.solve(p)
+    phi = None
+    if database is not None:
+        phi = obj.signed_distance(p)[0].reshape(obj.shape)
+    feasible = 1.0 if phi is None else float(np.mean(phi >= 0))
+    variables = np.asarray(x).reshape(obj.shape) if obj.mode == "family" else np.asarray(x).reshape(*obj.shape, 4)
+    t3 = time.perf_counter()
+    return MacroResult(properties=p, displacement=solution.displacement, rrmse=rrmse(solution.vector, problem), history=history,
+                       feasible_fraction=feasible, timings={"setup": t1 - t0, "optimize": t2 - t1, "total": t3 - t0},
+                       variables=variables, signed_distance=phi, mode=obj.mode, iterations=len(history["objective"]),
+                       status=status, problem=problem.name, restarts=restarts)
