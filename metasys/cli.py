@@ -71,8 +71,11 @@ def homogenize(
 
 def _register_subcommands():
     from .database.cli import db_app
+    from .latent.cli import latent_app, train_app
 
     app.add_typer(db_app, name="db")
+    app.add_typer(train_app, name="train")
+    app.add_typer(latent_app, name="latent")
 
 
 _register_subcommands()

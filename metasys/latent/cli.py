@@ -1,0 +1,97 @@
+"""``metasys train vae`` and ``metasys latent plot``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import MetasysError
+
+train_app = typer.Typer(help="Train the learned models.", no_args_is_help=True)
+latent_app = typer.Typer(help="Explore the latent space of a trained VAE.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+@train_app.callback()
+def _train_group():
+    """Train the learned models."""
+
+
+@latent_app.callback()
+def _latent_group():
+    """Explore the latent space of a trained VAE."""
+
+
+def _open_db(path: Path | None):
+    from ..database import Database
+
+    return Database.default() if path is None else Database.open(path)
+
+
+def _fail(exc: Exception):
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@train_app.command("vae")
+def vae(
+    db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write (an existing checkpoint there is resumed)."),
+    epochs: int = typer.Option(200, "--epochs", help="Maximum number of epochs."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="'adam' or 'rmsprop'."),
+    patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation loss."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Held-out fraction of the database."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (split, initialization, shuffling, sampling)."),
+    beta: float = typer.Option(1.0, "--beta", help="Weight of the KL term."),
+    regression_weight: float = typer.Option(1000.0, "--regression-weight", help="Weight of the regression MSE (z-scored)."),
+    time_limit: float = typer.Option(None, "--time-limit", help="Stop cleanly before this many seconds (resumable)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint in --out and start over."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+):
+    """Train the VAE + property regressor (paper Eq. 6) with a seeded validation split and early stopping."""
+    try:
+        database = _open_db(db)
+        from .train import train_vae
+
+        args = sys.argv[1:]
+        args = args[args.index("vae") + 1:] if "vae" in args else args
+        command = "metasys train vae " + " ".join(shlex.quote(a) for a in args)
+        meta = train_vae(database, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+                         patience=patience, val_fraction=val_fraction, seed=seed, time_limit=time_limit,
+                         hyper={"beta": beta, "regression_weight": regression_weight}, progress=not quiet,
+                         command=command, fresh=fresh, log=console.print)
+    except MetasysError as exc:
+        _fail(exc)
+    t = meta["training"]
+    console.print(f"{out}: {t['epochs_run']} epochs, {t['status']}, best validation loss {t['best_val_loss']:.4g}, "
+                  f"{t['training_time_s']:.0f} s")
+
+
+@latent_app.command("plot")
+def plot(
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG figures."),
+    model: Path = typer.Option(None, "--model", help="Model directory (default: the shipped databases/vae)."),
+    db: Path = typer.Option(None, "--db", help="Database (default: the one the model was trained on)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the chosen cells and prior samples."),
+):
+    """PCA of the latent space by property (Fig. 8), traversals along axes and arrows (Fig. 7, 9, 10), prior samples (Fig. 6c)."""
+    try:
+        from .api import LatentModel
+        from .plots import plot_all
+
+        database = None if db is None else _open_db(db)
+        lm = LatentModel.default() if model is None else LatentModel.load(model, database=database)
+        if database is None:
+            lm.database  # noqa: B018  (opens the training database, raising a clear error when missing)
+        files = plot_all(lm, out, seed=seed)
+    except MetasysError as exc:
+        _fail(exc)
+    for f in files:
+        console.print(f"wrote {f}")

@@ -1,0 +1,207 @@
+"""Latent model (VAE + regressor): training CLI, resume, save/load, API shapes and semantics, cache."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from test_database import crosses
+
+pytest.importorskip("tensorflow_probability")
+pytest.importorskip("tf_keras")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from metasys import Database  # noqa: E402
+from metasys.errors import FileFormatError, InvalidCellError, InvalidValueError  # noqa: E402
+from metasys.latent import LatentModel  # noqa: E402
+from metasys.latent.cli import latent_app, train_app  # noqa: E402
+
+N_CELLS = 300
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 300-cell database and a model trained on it for 2 epochs through the CLI."""
+    root = tmp_path_factory.mktemp("latent")
+    db = Database.create(root / "tiny.h5")
+    db.append(crosses(N_CELLS))
+    out = root / "model"
+    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(out), "--epochs", "2",
+                                            "--batch-size", "64", "--seed", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return db, out
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    db, out = tiny
+    return LatentModel.load(out, database=db)
+
+
+def test_cli_writes_model_dir(tiny):
+    db, out = tiny
+    for name in ("model.json", "history.json", "history.png", "weights.h5", "validation_indices.npy", "checkpoint/state.json"):
+        assert (out / name).exists(), name
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["format"] == "metasys-latent-model" and meta["format_version"] == 1
+    assert meta["database_fingerprint"] == db.fingerprint and meta["seed"] == 3
+    assert meta["training"]["epochs_run"] == 2 and meta["command"].startswith("metasys train vae")
+    val = np.load(out / "validation_indices.npy")
+    assert len(val) == 30 and len(np.unique(val)) == 30
+    assert len(json.loads((out / "history.json").read_text())["val_loss"]) == 2
+
+
+def test_cli_bad_db_path(tmp_path):
+    result = CliRunner().invoke(train_app, ["vae", "--db", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "m")])
+    assert result.exit_code != 0
+    assert "missing.h5" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_shapes(model, tiny):
+    db, _ = tiny
+    cells = db.get_cells(np.arange(5))
+    z, s = model.encode(cells, return_scale=True)
+    assert z.shape == (5, 16) and s.shape == (5, 16) and (s > 0).all()
+    assert model.encode(cells[0]).shape == (16,)
+    p = model.decode(z)
+    assert p.shape == (5, 50, 50) and p.min() >= 0 and p.max() <= 1
+    assert model.decode(z[0]).shape == (50, 50)
+    assert model.predict(z).shape == (5, 4) and model.predict(z[0]).shape == (4,)
+    with pytest.raises(InvalidCellError, match="cells"):
+        model.encode(np.zeros((3, 40, 40)))
+    with pytest.raises(InvalidValueError, match="z"):
+        model.decode(np.zeros((3, 15)))
+
+
+def test_save_load_round_trip(model, tiny, tmp_path):
+    db, out = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    again = LatentModel.load(copy, database=db)
+    cells = db.get_cells(np.arange(7))
+    z = model.encode(cells)
+    np.testing.assert_array_equal(again.encode(cells), z)
+    np.testing.assert_array_equal(again.decode(z), model.decode(z))
+    np.testing.assert_array_equal(again.predict(z), model.predict(z))
+    np.testing.assert_allclose(model.meta["normalization"]["mean"], db.properties[np.setdiff1d(
+        np.arange(len(db)), model.validation_indices)].mean(0))
+
+
+def test_newer_format_refused(tiny, tmp_path):
+    _, out = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["format_version"] = 99
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(FileFormatError, match="format version 99"):
+        LatentModel.load(copy)
+    with pytest.raises(FileFormatError, match="model.json"):
+        LatentModel.load(tmp_path)
+
+
+def test_resume_continues_epoch_count(tiny, tmp_path):
+    from metasys.latent.train import train_vae
+
+    db, out = tiny
+    copy = tmp_path / "resume"
+    shutil.copytree(out, copy)
+    logs = []
+    meta = train_vae(db, copy, epochs=3, batch_size=64, seed=3, progress=False, log=logs.append)
+    assert any("resuming" in m and "epoch 2" in m for m in logs)
+    assert meta["training"]["epochs_run"] == 3
+    history = json.loads((copy / "history.json").read_text())
+    assert len(history["loss"]) == 3
+    with pytest.raises(FileFormatError, match="different run"):
+        train_vae(db, copy, epochs=4, seed=4, progress=False, log=logs.append)
+
+
+def test_other_database_warns(tiny, tmp_path):
+    _, out = tiny
+    other = Database.create(tmp_path / "other.h5")
+    other.append(crosses(40, offset=500))
+    with pytest.warns(UserWarning, match="fingerprint"):
+        LatentModel.load(out, database=other)
+    db, _ = tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LatentModel.load(out, database=db)
+
+
+def test_to_cells_binary_symmetric(model):
+    z = model.sample_prior(8, seed=1)
+    cells = model.to_cells(z)
+    assert cells.shape == (8, 50, 50) and cells.dtype == bool
+    assert (cells == cells[:, ::-1, :]).all() and (cells == cells[:, :, ::-1]).all()
+    assert model.to_cells(z[0]).shape == (50, 50)
+    p = model.decode(z)
+    np.testing.assert_array_equal(p, p[:, ::-1, :])
+    np.testing.assert_array_equal(p, p[:, :, ::-1])
+
+
+def test_interpolate_and_traverse(model):
+    z = model.sample_prior(2, seed=2)
+    path = model.interpolate(z[0], z[1], 6)
+    assert path.shape == (6, 16)
+    np.testing.assert_array_equal(path[0], z[0])
+    np.testing.assert_array_equal(path[-1], z[1])
+    t = model.traverse(z, 4, steps=5, size=0.5)
+    assert t.shape == (2, 5, 16)
+    np.testing.assert_allclose(t[:, 2], z)
+    np.testing.assert_allclose(t[0, 4] - t[0, 0], np.eye(16)[4] * 2.0, atol=1e-6)
+    a = model.arrow("C11")
+    np.testing.assert_allclose(model.traverse(z[0], a, 3, 1.0)[2] - z[0], a, atol=1e-6)
+    with pytest.raises(InvalidValueError, match="axis"):
+        model.traverse(z, 16)
+
+
+def test_arrows_point_from_low_to_high(model, tiny):
+    db, _ = tiny
+    codes = model.latent_codes()
+    p = db.properties
+    for kind, value in (("C11", p[:, 0]), ("C33", p[:, 3]), ("poisson", p[:, 1] / p[:, 2])):
+        a = model.arrow(kind)
+        assert a.shape == (16,) and np.isclose(np.linalg.norm(a), 1, atol=1e-5)
+        order = np.argsort(value)
+        m = round(0.3 * len(order))
+        proj = codes @ a
+        assert proj[order[-m:]].mean() > proj[order[:m]].mean()
+        np.testing.assert_allclose(model.arrow(kind, normalize=False),
+                                   codes[order[-m:]].mean(0) - codes[order[:m]].mean(0), rtol=1e-4, atol=1e-5)
+    stiff_x, stiff_y = p[:, 0] > 2 * p[:, 2], p[:, 2] > 2 * p[:, 0]
+    assert stiff_x.any() and stiff_y.any()
+    a = model.arrow("anisotropy")
+    assert (codes[stiff_x] @ a).mean() > (codes[stiff_y] @ a).mean()
+    with pytest.raises(InvalidValueError, match="kind"):
+        model.arrow("C99")
+
+
+def test_latent_cache_created_and_reused(tiny):
+    db, out = tiny
+    lm = LatentModel.load(out, database=db)
+    codes = lm.latent_codes()
+    cache = out / f"latent_codes_{db.fingerprint}.npy"
+    assert cache.exists() and codes.shape == (N_CELLS, 16)
+    np.testing.assert_allclose(codes[:4], lm.encode(db.get_cells(np.arange(4))), atol=1e-5)
+    marked = codes.copy()
+    marked[0] = 123.0
+    np.save(cache, marked)
+    try:
+        assert LatentModel.load(out, database=db).latent_codes()[0, 0] == 123.0
+    finally:
+        np.save(cache, codes)
+    pca = lm.pca(2)
+    assert pca.coords.shape == (N_CELLS, 2) and pca.components.shape == (2, 16)
+
+
+def test_latent_plot_cli(tiny, tmp_path):
+    db, out = tiny
+    result = CliRunner().invoke(latent_app, ["plot", "--model", str(out), "--db", str(db.path), "--out", str(tmp_path / "fig")])
+    assert result.exit_code == 0, result.output
+    for name in ("latent_pca.png", "traversal_axes.png", "traversal_arrows.png", "prior_samples.png", "reconstructions.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 1000
+    bad = CliRunner().invoke(latent_app, ["plot", "--model", str(tmp_path), "--out", str(tmp_path / "fig2")])
+    assert bad.exit_code != 0 and "model.json" in bad.output
