@@ -22,6 +22,16 @@ def _pyplot():
     return plt
 
 
+
+def _save(fig, path, title: str) -> None:
+    """Title, lay out and write a figure atomically, then free it."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    _pyplot().close(fig)
+
 def plot_property_maps(properties, path, title: str = "", signed_distance=None) -> None:
     """Maps of C11, C12, C22, C33 over the macro grid (and the feasibility signed distance if given).
 
@@ -55,12 +65,7 @@ def plot_property_maps(properties, path, title: str = "", signed_distance=None) 
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def plot_deformed(displacement, problem, path, title: str = "", scale: float = 1.0) -> None:
@@ -103,7 +108,7 @@ def plot_deformed(displacement, problem, path, title: str = "", scale: float = 1
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_history(history, path, title: str = "") -> None:
@@ -116,9 +121,4 @@ def plot_history(history, path, title: str = "") -> None:
         ax.set_xlabel("evaluation")
         if key != "constraint":
             ax.set_yscale("log")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    _save(fig, path, title)
