@@ -342,11 +342,11 @@ class Database:
         iteration = np.broadcast_to(np.asarray(iteration, np.int32), (k,))
         packed = pack_cells(cells)
         hashes = cell_hashes(packed)
-        seen = set(self._keys)
+        batch = set()
         new = []
         for i, key in enumerate(_keys(hashes)):
-            if key not in seen:
-                seen.add(key)
+            if key not in self._keys and key not in batch:
+                batch.add(key)
                 new.append(i)
         new = np.array(new, dtype=np.int64)
         if stiffness is None:
