@@ -247,6 +247,8 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
 
     ran = status == "running" and epoch0 < epochs
     if ran:
+        for stale in out.glob("latent_codes_*.npy"):
+            stale.unlink()  # cached codes of the weights about to change
         vae.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=epoch0, verbose=1 if progress else 0,
                 callbacks=[Control()])
     elif status != "running":
