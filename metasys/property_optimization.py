@@ -52,6 +52,8 @@ from .errors import InvalidValueError, describe
 from .fem.macro import MacroModel
 from .problems import Problem
 
+SMALL_GRID = 400  # elements: up to this size the macro stage affords a multi-start
+
 
 @dataclass
 class MacroResult:
@@ -218,6 +220,19 @@ class PropertyObjective:
         s, ds = heaviside(-phi, self.beta)
         grad = (-ds[:, None] * dphi * self.dp_dx(p).reshape(-1, 4)).ravel()
         return float(s.sum() - 1.0), grad
+
+
+def macro_settings(problem: Problem, family=None) -> dict:
+    """Default :func:`optimize_properties` settings for a problem.
+
+    Small grids in database mode get a multi-start (five diverse uniform starts, 300 evaluations
+    each, the best continued to 2,000 evaluations, MMA restarted every 300): the bridge's feasible
+    set has local optima (single start from the median cell: macro RRMSE 0.046; multi-start: 0.002).
+    Larger grids use the paper's rule from the median cell (500 evaluations).
+    """
+    if family is None and problem.width * problem.height <= SMALL_GRID:
+        return {"start": "multi", "pilot_iterations": 300, "restart_every": 300, "max_iterations": 2000}
+    return {}
 
 
 def candidate_starts(database, margin: float = 0.04) -> np.ndarray:

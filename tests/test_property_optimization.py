@@ -222,3 +222,20 @@ def test_multi_start_counts_pilots():
     assert result.feasible_fraction >= 11 / 12
     with pytest.raises(InvalidValueError, match="start"):
         optimize_properties(tiny_problem(), db, start="best")
+
+
+@pytest.mark.slow
+def test_bridge_reaches_issue_target_with_default_settings():
+    """Issue #7 figure: bridge macro RRMSE <= 0.01 with >= 99 % feasible elements (full default database)."""
+    from metasys import Database
+    from metasys.database.storage import default_path
+    from metasys.property_optimization import macro_settings
+
+    if not default_path().exists():
+        pytest.skip("default database not available")
+    problem = bridge()
+    settings = macro_settings(problem)
+    assert settings["start"] == "multi" and macro_settings(smiley()) == {}
+    result = optimize_properties(problem, Database.default(), **settings)
+    assert result.rrmse <= 0.01
+    assert result.feasible_fraction >= 0.99
