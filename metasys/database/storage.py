@@ -244,13 +244,14 @@ class Database:
             rows = np.empty((len(idx), ds.shape[1]), np.uint8)
             if len(idx):
                 uniq, inverse = np.unique(idx[order], return_inverse=True)
-                # Read contiguous spans in one call each: h5py point selection is slow on chunked data.
-                lo, hi = uniq.min(), uniq.max() + 1
-                if hi - lo <= 4 * len(uniq) + 4096:
-                    block = ds[lo:hi]
-                    got = block[uniq - lo]
-                else:
-                    got = ds[uniq]
+                # Read whole windows of rows: h5py point selection on chunked data is ~15x slower
+                # (25,000 scattered cells: 11.5 s against 0.7 s).
+                window = 4096
+                got = np.empty((len(uniq), ds.shape[1]), np.uint8)
+                starts = np.flatnonzero(np.r_[True, np.diff(uniq // window) > 0])
+                for a, b in zip(starts, np.r_[starts[1:], len(uniq)]):
+                    lo, hi = int(uniq[a]), int(uniq[b - 1]) + 1
+                    got[a:b] = ds[lo:hi][uniq[a:b] - lo]
                 rows[order] = got[inverse]
         cells = unpack_cells(rows, self.resolution)
         return cells[0] if scalar else cells
