@@ -2,10 +2,14 @@
 
 from . import problems
 from ._version import __version__
+from .candidates import Candidates, diverse_candidates, diversity, greedy_candidates
 from .database import Database
+from .families import Family, Gradation, family_candidates, find_families, paper_gradation
 from .fem import homogenize
 from .latent.api import LatentModel
 from .material import Material
 from .property_optimization import MacroResult, optimize_properties
 
-__all__ = ["Database", "LatentModel", "MacroResult", "Material", "homogenize", "optimize_properties", "problems", "__version__"]
+__all__ = ["Candidates", "Database", "Family", "Gradation", "LatentModel", "MacroResult", "Material", "diverse_candidates",
+           "diversity", "family_candidates", "find_families", "greedy_candidates", "homogenize", "optimize_properties",
+           "paper_gradation", "problems", "__version__"]

@@ -76,6 +76,9 @@ def _register_subcommands():
     app.add_typer(db_app, name="db")
     app.add_typer(train_app, name="train")
     app.add_typer(latent_app, name="latent")
+    from .family_cli import family
+
+    app.command("family")(family)
 
 
 _register_subcommands()
