@@ -9,8 +9,10 @@ from .fem import homogenize
 from .latent.api import LatentModel
 from .material import Material
 from .mrf import MRFModel, MRFResult, assemble, mrf_from_candidates, solve_mrf
+from .pipeline import Design, design
 from .property_optimization import MacroResult, optimize_properties
 
-__all__ = ["Candidates", "Database", "Family", "Gradation", "LatentModel", "MRFModel", "MRFResult", "MacroResult", "Material", "assemble", "diverse_candidates",
-           "diversity", "family_candidates", "find_families", "greedy_candidates", "homogenize", "mrf_from_candidates", "optimize_properties",
-           "paper_gradation", "problems", "solve_mrf", "__version__"]
+__all__ = ["Candidates", "Database", "Design", "Family", "Gradation", "LatentModel", "MRFModel", "MRFResult", "MacroResult",
+    "Material", "assemble", "design", "diverse_candidates", "diversity", "family_candidates", "find_families",
+    "greedy_candidates", "homogenize", "mrf_from_candidates", "optimize_properties", "paper_gradation", "problems",
+    "solve_mrf", "__version__"]

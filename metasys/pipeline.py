@@ -1,0 +1,300 @@
+"""End-to-end multiscale design: problem -> macro properties -> candidates -> MRF assembly -> full-scale check.
+
+:func:`design` chains the stages of the VAE paper's Sec. 5.1 on plain data:
+
+1. **macro**: :func:`metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every
+   macro element (full database, or a family's gradation for graded problems);
+2. **candidates**: :func:`metasys.diverse_candidates` picks ``k`` diverse database cells per element
+   (k-means in the latent space); in family mode the candidates are the members of the families
+   found on the gradation (:func:`metasys.find_families`) nearest to each element's position;
+3. **assembly**: the MRF of Eq. 16-17 over the candidate sets, solved by dual decomposition
+   (:func:`metasys.solve_mrf`), gives one cell per element; :func:`metasys.mrf.assemble` builds the
+   full pixel structure;
+4. **verification**: the structure is solved at full scale (:func:`metasys.fem.solve_full_scale`)
+   and the RRMSE of its macro-node displacements against the target is the design's result.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+from .errors import FileFormatError, InvalidTypeError, InvalidValueError, describe
+from .io import atomic_path, write_json
+from .problems import Problem
+
+FORMAT = "metasys-design"
+FORMAT_VERSION = 1
+STAGES = ("macro", "candidates", "assembly", "full_scale")
+
+
+@dataclass
+class Design:
+    """A verified multiscale design (the result of :func:`design`).
+
+    Attributes
+    ----------
+    problem : Problem
+    properties : array (H, W, 4)
+        Target properties (C11, C12, C22, C33) of each macro element from the macro stage.
+    candidate_indices : array (H, W, k)
+        Database indices of each element's candidates (-1: a generated cell).
+    labels : array (H, W)
+        Chosen candidate of each element.
+    cells : bool array (H, W, 50, 50)
+        The chosen cells (row 0 at the bottom).
+    cell_properties : array (H, W, 4)
+        Homogenized properties of the chosen cells.
+    structure : bool array (50 H, 50 W)
+        The assembled structure, row 0 at the bottom.
+    macro_displacement : array (H + 1, W + 1, 2)
+        Displacements of the macro model with the optimized properties.
+    full_displacement : array (H + 1, W + 1, 2)
+        Full-scale displacements at the macro nodes (nearest solid fine node).
+    rrmse_macro, rrmse_full : float
+        ``||u[gamma] - u_t|| / ||u_t||`` of the macro model and of the full-scale structure.
+    compatibility : dict
+        ``theta_G_zero_fraction``, ``theta_G_mean``, ``theta_M_mean``, ``n_components`` (solid
+        components of the structure), MRF ``energy``/``lower_bound``/``iterations``.
+    uncovered : int
+        Elements whose target had fewer than k database cells within the tolerance.
+    timings : dict
+        Wall-clock seconds per stage and ``total``.
+    seed : int
+    versions : dict
+    mode : "database" or "family"
+    fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
+        Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
+    """
+
+    problem: Problem
+    properties: np.ndarray
+    candidate_indices: np.ndarray
+    labels: np.ndarray
+    cells: np.ndarray
+    cell_properties: np.ndarray
+    structure: np.ndarray
+    macro_displacement: np.ndarray
+    full_displacement: np.ndarray
+    rrmse_macro: float
+    rrmse_full: float
+    compatibility: dict
+    uncovered: int
+    timings: dict
+    seed: int
+    versions: dict
+    mode: str = "database"
+    fine_displacement: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"Design({self.problem.name!r}, {self.problem.width}x{self.problem.height} cells, rrmse_macro="
+                f"{self.rrmse_macro:.4f}, rrmse_full={self.rrmse_full:.4f}, components={self.compatibility.get('n_components')})")
+
+    def report(self) -> dict:
+        """The summary written to ``report.json`` (plain JSON types)."""
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "problem": self.problem.name,
+            "grid": [self.problem.width, self.problem.height], "mode": self.mode,
+            "rrmse_macro": float(self.rrmse_macro), "rrmse_full": float(self.rrmse_full),
+            "n_components": int(self.compatibility.get("n_components", -1)),
+            "theta_G_zero_fraction": float(self.compatibility.get("theta_G_zero_fraction", float("nan"))),
+            "compatibility": {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in self.compatibility.items()},
+            "uncovered_elements": int(self.uncovered), "timings": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "seed": int(self.seed), "versions": self.versions,
+        }
+
+    def save(self, directory) -> Path:
+        """Write the design to ``directory``: ``report.json``, ``problem.json``, ``structure.npy``, ``design.npz``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in ("properties", "candidate_indices", "labels", "cells", "cell_properties",
+                                                          "macro_displacement", "full_displacement")}
+        if self.fine_displacement is not None:
+            arrays["fine_displacement"] = self.fine_displacement.astype(np.float32)
+        with atomic_path(out / "design.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        with atomic_path(out / "structure.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, self.structure.astype(bool))
+        write_json(out / "problem.json", self.problem.to_dict())
+        write_json(out / "report.json", self.report())
+        return out
+
+    @classmethod
+    def load(cls, directory) -> Design:
+        """Read a design written by :meth:`save`."""
+        d = Path(directory)
+        for name in ("report.json", "problem.json", "structure.npy", "design.npz"):
+            if not (d / name).exists():
+                raise FileFormatError(f"{str(d)!r} is not a saved design: {name} is missing")
+        report = json.loads((d / "report.json").read_text())
+        if report.get("format") != FORMAT:
+            raise FileFormatError(f"{str(d / 'report.json')!r}: expected format {FORMAT!r}, got {report.get('format')!r}")
+        if report.get("format_version", 0) > FORMAT_VERSION:
+            raise FileFormatError(f"{str(d)!r} was written by a newer metasys (format version {report['format_version']})")
+        problem = Problem.from_dict(json.loads((d / "problem.json").read_text()), source=str(d / "problem.json"))
+        with np.load(d / "design.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(problem=problem, structure=np.load(d / "structure.npy"), rrmse_macro=report["rrmse_macro"],
+                   rrmse_full=report["rrmse_full"], compatibility=report["compatibility"],
+                   uncovered=report["uncovered_elements"], timings=report["timings"], seed=report["seed"],
+                   versions=report["versions"], mode=report["mode"], fine_displacement=arrays.pop("fine_displacement", None),
+                   **arrays)
+
+    def export(self, path, **options) -> Path:
+        """Export the structure by extension: ``.npy``, ``.png`` (``deformed=True`` overlays the full-scale
+        deformed shape on the target), ``.svg``, ``.vtu`` (with the displacement field) or ``.stl``
+        (extruded by ``thickness``). See :func:`metasys.export.export_structure`."""
+        from .export import export_structure
+
+        return export_structure(self.structure, path, displacement=self.fine_displacement, problem=self.problem, **options)
+
+
+def versions() -> dict:
+    """Versions of metasys, Python and the numerical libraries a design depends on."""
+    import importlib.metadata as md
+
+    out = {"metasys": __version__, "python": platform.python_version()}
+    for name in ("numpy", "scipy", "nlopt", "scikit-learn", "tensorflow", "pyamg"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _check_problem(problem) -> Problem:
+    if isinstance(problem, str):
+        from . import problems
+
+        if problem in ("bridge", "smiley", "graded"):
+            return getattr(problems, problem)()
+        return problems.load_problem(problem)
+    if isinstance(problem, Path):
+        from .problems import load_problem
+
+        return load_problem(problem)
+    if not isinstance(problem, Problem):
+        raise InvalidTypeError("problem: expected a metasys.problems.Problem, a standard name or a problem file, "
+                               f"got {describe(problem)}")
+    return problem
+
+
+def design(problem, database=None, model=None, family=None, *, seed: int = 0, k: int = 10, generator=None,
+           macro_options: dict | None = None, mrf_options: dict | None = None, candidate_options: dict | None = None,
+           full_scale: bool = True, progress: bool = True, log=None) -> Design:
+    """Design a multiscale metamaterial structure for ``problem`` and verify it at full scale.
+
+    Parameters
+    ----------
+    problem : Problem, "bridge" | "smiley" | "graded", or a path to a TOML/JSON problem file
+    database : Database, optional
+        Default: the shipped database (:meth:`metasys.Database.default`).
+    model : LatentModel, optional
+        Default: the shipped latent model (:meth:`metasys.LatentModel.default`).
+    family : Gradation, optional
+        Family mode: the macro stage optimizes positions along this gradation and candidates come
+        from the families found on it. The ``graded`` problem uses :func:`metasys.families.paper_gradation`
+        by default.
+    seed : int
+        Seed of every stochastic step (k-means, families, generator).
+    k : int
+        Candidates per element (MRF labels).
+    generator : callable, optional
+        Supplies cells for uncovered targets (see :func:`metasys.diverse_candidates`).
+    macro_options, candidate_options, mrf_options : dict, optional
+        Extra keyword arguments of :func:`optimize_properties`, :func:`diverse_candidates` and
+        :func:`solve_mrf` (defaults: :func:`metasys.property_optimization.macro_settings`; MRF ``max_iter=5000, rel_gap=1e-3``).
+    full_scale : bool
+        Run the full-scale verification (True).
+    progress : bool
+        Progress display per stage.
+    log : callable, optional
+        Called with one line per finished stage (e.g. ``print``).
+
+    Returns
+    -------
+    Design
+    """
+    from .candidates import diverse_candidates
+    from .database import Database
+    from .families import paper_gradation
+    from .fem.full_scale import solve_full_scale
+    from .mrf import assemble, mrf_from_candidates, solve_mrf
+    from .property_optimization import macro_settings, optimize_properties, rrmse
+
+    problem = _check_problem(problem)
+    if int(k) != k or k < 1:
+        raise InvalidValueError(f"k: expected a positive integer, got {k!r}")
+    say = log or (lambda line: None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    database = Database.default() if database is None else database
+    if family is None and problem.name == "graded":
+        family = paper_gradation()
+    mode = "database" if family is None else "family"
+
+    t = time.perf_counter()
+    options = {**macro_settings(problem, family), **(macro_options or {})}
+    macro = optimize_properties(problem, database if family is None else None, family, **options)
+    timings["macro"] = time.perf_counter() - t
+    say(f"macro: rrmse {macro.rrmse:.4f}, {macro.feasible_fraction:.1%} feasible, {macro.iterations} evaluations "
+        f"({timings['macro']:.1f} s)")
+
+    t = time.perf_counter()
+    if model is None:
+        from .latent.api import LatentModel
+
+        model = LatentModel.default(database=database)
+    if mode == "database":
+        cands = diverse_candidates(macro.properties, k=k, database=database, model=model, generator=generator, seed=seed,
+                                   **(candidate_options or {}))
+    else:
+        from .families import family_candidates, find_families
+
+        families = find_families(family, database=database, model=model, seed=seed, **(candidate_options or {}))
+        cands = family_candidates(families, macro.properties)
+    uncovered = int(np.sum(~np.asarray(cands.covered)))
+    timings["candidates"] = time.perf_counter() - t
+    say(f"candidates: {cands.indices.shape[-1]} per element, {uncovered} uncovered targets ({timings['candidates']:.1f} s)")
+
+    t = time.perf_counter()
+    unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
+    mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
+    shape = (problem.height, problem.width)
+    labels = np.asarray(mrf.labels).reshape(shape)
+    assembly = assemble(cands, labels)
+    timings["assembly"] = time.perf_counter() - t
+    compat = {"theta_G_zero_fraction": float(assembly.theta_G_zero_fraction), "theta_G_mean": float(assembly.theta_G_mean),
+              "theta_M_mean": float(assembly.theta_M_mean), "n_components": int(assembly.n_components),
+              "mrf_energy": float(mrf.energy), "mrf_lower_bound": float(mrf.lower_bound), "mrf_iterations": int(mrf.iterations)}
+    say(f"assembly: {compat['theta_G_zero_fraction']:.1%} of neighbour pairs with theta_G = 0, {compat['n_components']} "
+        f"solid component(s), MRF gap {(mrf.energy - mrf.lower_bound) / max(abs(mrf.energy), 1e-12):.1e} "
+        f"({timings['assembly']:.1f} s)")
+
+    rows, cols = np.indices(shape)
+    chosen = (rows, cols, labels)
+    full_u, fine_u, rrmse_full = np.full_like(macro.displacement, np.nan), None, float("nan")
+    if full_scale:
+        t = time.perf_counter()
+        fs = solve_full_scale(assembly.structure, problem.conditions, material=database.material, progress=progress)
+        full_u, fine_u = fs.macro_displacement, fs.displacement
+        rrmse_full = rrmse(full_u, problem)
+        timings["full_scale"] = time.perf_counter() - t
+        say(f"full scale: rrmse {rrmse_full:.4f} ({timings['full_scale']:.1f} s)")
+    timings["total"] = time.perf_counter() - t_all
+    return Design(problem=problem, properties=macro.properties, candidate_indices=np.asarray(cands.indices),
+                  labels=labels, cells=np.asarray(cands.cells)[chosen], cell_properties=np.asarray(cands.properties)[chosen],
+                  structure=assembly.structure, macro_displacement=macro.displacement, full_displacement=full_u,
+                  rrmse_macro=float(macro.rrmse), rrmse_full=rrmse_full, compatibility=compat, uncovered=uncovered,
+                  timings=timings, seed=int(seed), versions=versions(), mode=mode, fine_displacement=fine_u)
+
+
+__all__ = ["Design", "design", "STAGES"]
