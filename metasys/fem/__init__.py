@@ -2,7 +2,14 @@
 
 from .boundary import Prescribed
 from .full_scale import FullScaleResult, solve_full_scale
-from .homogenization import CellFields, homogenize, homogenize_fields, homogenize_quarter_gradient, mirror_quarter
+from .homogenization import (
+    CellFields,
+    boundary_tractions,
+    homogenize,
+    homogenize_fields,
+    homogenize_quarter_gradient,
+    mirror_quarter,
+)
 from .macro import MacroModel, MacroSolution, solve_macro
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "MacroModel",
     "MacroSolution",
     "Prescribed",
+    "boundary_tractions",
     "homogenize",
     "homogenize_fields",
     "homogenize_jax",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..material import Material
-from .homogenization import _periodic_solution
+from .homogenization import _element_displacements, _element_matrices, _node_fluctuations
 
 
 def _forward(moduli: np.ndarray, material: Material):
@@ -25,8 +25,9 @@ def _forward(moduli: np.ndarray, material: Material):
     moduli = np.asarray(moduli, dtype=np.float64)
     batch, (ny, nx) = moduli.shape[:-2], moduli.shape[-2:]
     flat = moduli.reshape(-1, ny, nx)
-    u, _, ke = _periodic_solution(flat, material)
-    sens = np.einsum("nyxak,ab,nyxbl->nyxkl", u, ke, u)
+    ke, u0, _, _ = _element_matrices(ny, nx, material)
+    u = _element_displacements(_node_fluctuations(flat, flat, material), np.arange(ny), np.arange(nx), u0)
+    sens = np.matmul(np.swapaxes(u, -1, -2), ke @ u)
     c = np.einsum("nyx,nyxkl->nkl", flat, sens)
     c = 0.5 * (c + np.swapaxes(c, 1, 2))
     return c.reshape(batch + (3, 3)), sens.reshape(batch + (ny, nx, 3, 3))

@@ -50,17 +50,22 @@ def _quarter_element_dofs(qy: int, qx: int, shear: bool) -> tuple[np.ndarray, in
     Normal strains: u_x = 0 on the vertical mirror lines, u_y = 0 on the horizontal ones.
     Shear strain: the other way round.
     """
+    numbers = _quarter_numbers(qy, qx, shear)
+    r = np.arange(qy)[:, None, None]
+    c = np.arange(qx)[None, :, None]
+    dofs = numbers[r + NODE_OFFSETS[:, 1], c + NODE_OFFSETS[:, 0]]  # (qy, qx, 4, 2)
+    return dofs.reshape(qy, qx, 8), int((numbers >= 0).sum())
+
+
+def _quarter_numbers(qy: int, qx: int, shear: bool) -> np.ndarray:
+    """Unknown number (or -1 where a symmetry condition fixes it) of each quarter node dof (qy + 1, qx + 1, 2)."""
     ry, rx = np.meshgrid(np.arange(qy + 1), np.arange(qx + 1), indexing="ij")
     on_v = (rx == 0) | (rx == qx)
     on_h = (ry == 0) | (ry == qy)
     free_x = ~(on_h if shear else on_v)
     free_y = ~(on_v if shear else on_h)
     free = np.stack([free_x, free_y], axis=-1)
-    numbers = np.where(free, np.cumsum(free.ravel()).reshape(free.shape) - 1, -1)
-    r = np.arange(qy)[:, None, None]
-    c = np.arange(qx)[None, :, None]
-    dofs = numbers[r + NODE_OFFSETS[:, 1], c + NODE_OFFSETS[:, 0]]  # (qy, qx, 4, 2)
-    return dofs.reshape(qy, qx, 8), int(free.sum())
+    return np.where(free, np.cumsum(free.ravel()).reshape(free.shape) - 1, -1)
 
 
 @lru_cache(maxsize=8)
@@ -220,45 +225,117 @@ class CellFields:
     element_energy: np.ndarray
 
 
-def _periodic_solution(moduli: np.ndarray, material: Material):
-    """Element displacement vectors (N, ny, nx, 8, 3) of the total field (affine + fluctuation)."""
+def _periodic_solution(moduli: np.ndarray, material: Material) -> np.ndarray:
+    """Periodic fluctuation (N, ny, nx, 2, 3) at the nodes of the torus (node 0 fixed), per load case."""
     n, ny, nx = moduli.shape
-    ke, u0, fe, _ = _element_matrices(ny, nx, material)
-    pattern = periodic_pattern(ny, nx)
-    _, x = pattern.solve(moduli, ke, fe, return_solution=True)
-    fluct = np.concatenate([np.zeros((n, 2, 3)), -x], axis=1)  # node 0 fixed
-    edofs, _ = _periodic_element_dofs(ny, nx)
-    u = fluct[:, edofs + 2] + u0  # (N, ny, nx, 8, 3)
-    return u, fluct.reshape(n, ny, nx, 2, 3), ke
+    ke, _, fe, _ = _element_matrices(ny, nx, material)
+    _, x = periodic_pattern(ny, nx).solve(moduli, ke, fe, return_solution=True)
+    return np.concatenate([np.zeros((n, 2, 3)), -x], axis=1).reshape(n, ny, nx, 2, 3)
+
+
+# Parity of the fluctuation under a mirror about a vertical (x) / horizontal (y) mid-line, per load
+# case (e11, e22, g12) and component (u_x, u_y): normal strains are mirror-invariant, so u_x is odd in
+# x and u_y odd in y; the shear strain changes sign under a mirror, which swaps the parities.
+_MIRROR_X = np.array([[-1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]])
+_MIRROR_Y = np.array([[1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+
+
+def _symmetric_solution(moduli: np.ndarray, material: Material):
+    """Node fluctuations (N, ny + 1, nx + 1, 2, 3) of doubly mirror-symmetric cells from two quarter solves.
+
+    Same field as the periodic solve (node 0 fixed), at about 5x less cost: the quarter problems
+    with symmetry conditions are what :func:`homogenize` solves for C.
+    """
+    n, ny, nx = moduli.shape
+    qy, qx = ny // 2, nx // 2
+    ke, _, fe, _ = _element_matrices(ny, nx, material)
+    normal, shear = _quarter_patterns(qy, qx)
+    quarter = np.ascontiguousarray(moduli[:, :qy, :qx])
+    nodes = np.zeros((n, qy + 1, qx + 1, 2, 3))
+    for pattern, cases, is_shear in ((normal, [0, 1], False), (shear, [2], True)):
+        _, x = pattern.solve(quarter, ke, fe[:, cases], return_solution=True)
+        numbers = _quarter_numbers(qy, qx, is_shear)
+        free = numbers >= 0
+        values = -x[:, numbers[free]]  # (N, n_free, cases)
+        block = np.zeros((n, qy + 1, qx + 1, 2, len(cases)))
+        block[:, free] = values
+        nodes[..., cases] = block
+    rows = np.r_[np.arange(qy + 1), np.arange(qy - 1, -1, -1)]
+    cols = np.r_[np.arange(qx + 1), np.arange(qx - 1, -1, -1)]
+    sign_y = np.where(np.arange(ny + 1) > qy, 1.0, 0.0)[:, None, None, None] * (_MIRROR_Y.T - 1.0) + 1.0
+    sign_x = np.where(np.arange(nx + 1) > qx, 1.0, 0.0)[:, None, None] * (_MIRROR_X.T - 1.0) + 1.0
+    full = nodes[:, rows][:, :, cols] * sign_y[None] * sign_x[None, None]  # (N, ny + 1, nx + 1, 2, 3)
+    return full - full[:, :1, :1]  # same gauge as the periodic solve: node 0 fixed
+
+
+def _node_fluctuations(moduli: np.ndarray, rho: np.ndarray, material: Material) -> np.ndarray:
+    """Periodic fluctuation at every node (N, ny + 1, nx + 1, 2, 3), last row/column = first."""
+    n, ny, nx = moduli.shape
+    if ny % 2 == 0 and nx % 2 == 0 and np.all(is_doubly_symmetric(rho)):
+        return _symmetric_solution(moduli, material)
+    fluct = _periodic_solution(moduli, material)
+    return fluct[:, np.r_[np.arange(ny), 0]][:, :, np.r_[np.arange(nx), 0]]
+
+
+def _element_displacements(nodes: np.ndarray, rows, cols, u0: np.ndarray) -> np.ndarray:
+    """Total element displacement vectors (N, len(rows), len(cols), 8, 3) of the pixels ``rows x cols``."""
+    r = np.asarray(rows)[:, None, None]
+    c = np.asarray(cols)[None, :, None]
+    u = nodes[:, r + NODE_OFFSETS[:, 1], c + NODE_OFFSETS[:, 0]]  # (N, nr, nc, 4, 2, 3)
+    return u.reshape(*u.shape[:3], 8, 3) + u0
 
 
 def homogenize_fields(cells, material: Material = Material()) -> CellFields:
     """Homogenized stiffness with displacement, stress and boundary traction fields.
 
     See :func:`homogenize` for the parameters; always returns batched arrays (leading N).
+    Doubly mirror-symmetric cells (database cells) are solved on their quarter.
     """
     rho = as_density(cells)
     n, ny, nx = rho.shape
     moduli = material.modulus(rho)
-    u, fluct, ke = _periodic_solution(moduli, material)
-    energy = np.einsum("nyxak,ab,nyxbl->nyxkl", u, ke, u) * moduli[..., None, None]
-    c = energy.sum(axis=(1, 2))
-    d = material.unit_constitutive()
-    hx, hy = 1.0 / nx, 1.0 / ny
+    nodes = _node_fluctuations(moduli, rho, material)
+    ke, u0, _, _ = _element_matrices(ny, nx, material)
+    u = _element_displacements(nodes, np.arange(ny), np.arange(nx), u0)
+    energy = np.matmul(np.swapaxes(u, -1, -2), ke @ u) * moduli[..., None, None]
+    stress = _stress(material, ny, nx, 0.0, 0.0, u, moduli)  # (N, 3, ny, nx, 3)
+    tractions = _tractions(material, nodes, moduli, u0)
+    return CellFields(energy.sum(axis=(1, 2)), np.moveaxis(nodes[:, :ny, :nx], -1, 1), stress, tractions, energy)
 
-    def stress_at(xi, eta, u_sel, e_sel):
-        b = strain_displacement(hx, hy, xi, eta)
-        return np.einsum("ij,ja,n...ak->nk...i", d, b, u_sel) * e_sel[:, None, ..., None]
 
-    stress = stress_at(0.0, 0.0, u, moduli)  # (N, 3, ny, nx, 3)
-    sides = {
-        "left": (-1.0, 0.0, np.s_[:, :, 0], np.array([[-1, 0, 0], [0, 0, -1]])),
-        "right": (1.0, 0.0, np.s_[:, :, -1], np.array([[1, 0, 0], [0, 0, 1]])),
-        "bottom": (0.0, -1.0, np.s_[:, 0, :], np.array([[0, 0, -1], [0, -1, 0]])),
-        "top": (0.0, 1.0, np.s_[:, -1, :], np.array([[0, 0, 1], [0, 1, 0]])),
+def boundary_tractions(cells, material: Material = Material()) -> dict:
+    """Boundary traction profiles of cells under the three unit macro strains.
+
+    The ``tractions`` of :func:`homogenize_fields` without the interior fields: dict edge ->
+    array (N, 3, n_edge, 2) for ``left``/``right``/``bottom``/``top``. About 4x faster for
+    doubly symmetric cells (the cost of compatibility measures over many candidate cells).
+    """
+    rho = as_density(cells)
+    _, ny, nx = rho.shape
+    moduli = material.modulus(rho)
+    nodes = _node_fluctuations(moduli, rho, material)
+    _, u0, _, _ = _element_matrices(ny, nx, material)
+    return _tractions(material, nodes, moduli, u0)
+
+
+def _stress(material: Material, ny: int, nx: int, xi: float, eta: float, u: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+    """Stress (N, 3, ..., 3) at local coordinates (xi, eta) of elements with displacements u (N, ..., 8, 3)."""
+    b = strain_displacement(1.0 / nx, 1.0 / ny, xi, eta)
+    return np.einsum("ij,ja,n...ak->nk...i", material.unit_constitutive(), b, u) * moduli[:, None, ..., None]
+
+
+def _tractions(material: Material, nodes: np.ndarray, moduli: np.ndarray, u0: np.ndarray) -> dict:
+    """t = sigma . n at the midpoints of the boundary pixels' outer sides, per edge (N, 3, n_edge, 2)."""
+    _, ny, nx = moduli.shape
+    sides = {  # local point, boundary pixels (rows, cols), normal as a map from [s11, s22, s12] to (t_x, t_y)
+        "left": (-1.0, 0.0, np.arange(ny), [0], np.array([[-1, 0, 0], [0, 0, -1]])),
+        "right": (1.0, 0.0, np.arange(ny), [nx - 1], np.array([[1, 0, 0], [0, 0, 1]])),
+        "bottom": (0.0, -1.0, [0], np.arange(nx), np.array([[0, 0, -1], [0, -1, 0]])),
+        "top": (0.0, 1.0, [ny - 1], np.arange(nx), np.array([[0, 0, 1], [0, 1, 0]])),
     }
-    tractions = {}
-    for edge, (xi, eta, sel, normal) in sides.items():
-        s = stress_at(xi, eta, u[sel], moduli[sel])  # (N, 3, n_edge, 3)
-        tractions[edge] = np.einsum("ti,nkei->nket", normal, s)
-    return CellFields(c, np.moveaxis(fluct, -1, 1), stress, tractions, energy)
+    out = {}
+    for edge, (xi, eta, rows, cols, normal) in sides.items():
+        u = _element_displacements(nodes, rows, cols, u0)  # (N, nr, nc, 8, 3)
+        s = _stress(material, ny, nx, xi, eta, u, moduli[:, rows][:, :, cols])  # (N, 3, nr, nc, 3)
+        out[edge] = np.einsum("ti,nkei->nket", normal, s.reshape(s.shape[0], 3, -1, 3))
+    return out

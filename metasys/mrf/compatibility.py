@@ -10,8 +10,8 @@ A cell's traction profile on its vertical boundary is the mean of the two one-si
 at its left and right sides (the same line of the periodic cell): the one-sided estimates of one
 cell differ by theta_M up to 0.18 on database cells (the stress of a Q4 pixel is discontinuous), so
 a cell next to a copy of itself would not get theta_M = 0 otherwise. Likewise bottom/top for the
-horizontal boundary. Profiles come from :func:`metasys.fem.homogenization.homogenize_fields`
-(~30-50 cells/s on one core, the cost driver of building an MRF); a :class:`TractionCache` keyed
+horizontal boundary. Profiles come from :func:`metasys.fem.homogenization.boundary_tractions`
+(about 1,000 database cells/s on 2 cores via the quarter solve); a :class:`TractionCache` keyed
 by cell content and material keeps them, so every database cell is solved once per session.
 """
 
@@ -77,14 +77,14 @@ def traction_profiles(cells, material: Material = Material()) -> np.ndarray:
     """Boundary traction profiles (N, 2, 3, ny|nx, 2): ``[:, 0]`` on the vertical boundary with normal +x
     (3 unit strains, ny positions bottom to top, components x, y), ``[:, 1]`` on the horizontal
     boundary with normal +y (nx positions left to right); each the mean of the cell's two sides."""
-    from ..fem.homogenization import homogenize_fields
+    from ..fem.homogenization import boundary_tractions
 
     c = np.asarray(cells)
     if c.ndim == 2:
         c = c[None]
     if c.shape[1] != c.shape[2]:
         raise InvalidValueError(f"traction_profiles: cells must be square (N, n, n), got {describe(cells)}")
-    t = homogenize_fields(c, material).tractions  # outward normals: right/top = +x/+y, left/bottom = -x/-y
+    t = boundary_tractions(c, material)  # outward normals: right/top = +x/+y, left/bottom = -x/-y
     x = 0.5 * (t["right"] - t["left"])
     y = 0.5 * (t["top"] - t["bottom"])
     return np.stack([x, y], axis=1)
