@@ -76,8 +76,10 @@ def _register_subcommands():
     app.add_typer(db_app, name="db")
     app.add_typer(train_app, name="train")
     app.add_typer(latent_app, name="latent")
+    from .design_cli import design
     from .family_cli import family
 
+    app.command("design")(design)
     app.command("family")(family)
 
 

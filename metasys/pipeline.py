@@ -151,9 +151,12 @@ class Design:
     def export(self, path, **options) -> Path:
         """Export the structure by extension: ``.npy``, ``.png`` (``deformed=True`` overlays the full-scale
         deformed shape on the target), ``.svg``, ``.vtu`` (with the displacement field) or ``.stl``
-        (extruded by ``thickness``). See :func:`metasys.export.export_structure`."""
+        (extruded by ``thickness``). See :func:`metasys.export.export_structure`. Pixels of parts that the
+        full-scale model removed (not connected to the supports) carry NaN displacements in the ``.vtu``
+        unless ``missing="drop"`` is passed."""
         from .export import export_structure
 
+        options.setdefault("missing", "nan")
         return export_structure(self.structure, path, displacement=self.fine_displacement, problem=self.problem, **options)
 
 

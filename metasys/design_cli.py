@@ -1,0 +1,70 @@
+"""``metasys design``: one command from a problem to a verified, exported structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+EXPORTS = ("structure.png", "structure.svg", "structure.vtu", "structure.stl")
+
+
+def design(
+    problem: str = typer.Argument(..., help="'bridge', 'smiley', 'graded' or a problem file (.toml / .json)."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default: ./design-<problem>)."),
+    k: int = typer.Option(10, "--k", help="Candidate cells per macro element."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every stochastic step."),
+    db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
+    model: Path = typer.Option(None, "--model", help="Latent model folder (default: the shipped databases/vae)."),
+    thickness: float = typer.Option(0.1, "--thickness", help="STL extrusion thickness in macro units (cell side 1)."),
+    no_exports: bool = typer.Option(False, "--no-exports", help="Write only structure.npy, report.json and the plots."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+):
+    """Design a metamaterial structure for PROBLEM, verify it at full scale and export it."""
+    from .database import Database
+    from .pipeline import _check_problem
+    from .pipeline import design as run
+    from .property_plots import plot_deformed, plot_property_maps
+
+    spec = _check_problem(problem if problem in ("bridge", "smiley", "graded") else Path(problem))
+    out = Path(out) if out is not None else Path(f"design-{spec.name}")
+    database = Database.open(db) if db is not None else None
+    latent = None
+    if model is not None:
+        from .latent.api import LatentModel
+
+        latent = LatentModel.load(model, database=database)
+    console.print(f"[bold]metasys design[/] {spec.name}: {spec.width} x {spec.height} cells -> {out}")
+    result = run(spec, database, latent, seed=seed, k=k, progress=not quiet, log=None if quiet else console.print)
+    result.save(out)
+    plot_property_maps(result.properties, out / "properties.png", title=f"{spec.name}: optimized properties")
+    plot_deformed(result.full_displacement, spec, out / "full_scale_deformed.png",
+                  title=f"{spec.name}: full-scale nodes vs target")
+    written = ["structure.npy", "report.json", "problem.json", "design.npz", "properties.png", "full_scale_deformed.png"]
+    if not no_exports:
+        result.export(out / "structure_deformed.png", deformed=True)
+        written.append("structure_deformed.png")
+        for name in EXPORTS:
+            options = {"thickness": thickness} if name.endswith(".stl") else {}
+            result.export(out / name, **options)
+            written.append(name)
+    _summary(result, out, written)
+
+
+def _summary(result, out: Path, written: list[str]) -> None:
+    r = result.report()
+    table = Table(title=f"{r['problem']}: {r['grid'][0]} x {r['grid'][1]} cells ({r['mode']} mode)", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("RRMSE full scale", f"{r['rrmse_full']:.4f}")
+    table.add_row("RRMSE macro", f"{r['rrmse_macro']:.4f}")
+    table.add_row("solid components", str(r["n_components"]))
+    table.add_row("neighbour pairs with theta_G = 0", f"{r['theta_G_zero_fraction']:.1%}")
+    table.add_row("uncovered targets", str(r["uncovered_elements"]))
+    for stage, seconds in r["timings"].items():
+        table.add_row(f"time {stage}", f"{seconds:.1f} s")
+    console.print(table)
+    console.print(f"wrote {out}/: " + ", ".join(written))
