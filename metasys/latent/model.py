@@ -30,6 +30,9 @@ Keeping the distributions explicit also makes the analytic KL (``tfd.kl_divergen
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 QUARTER = 25
@@ -49,18 +52,35 @@ DEFAULT_HYPER = {
 
 
 def _tf():
-    import tensorflow as tf
+    """TensorFlow, imported once with its C++ start-up messages (oneDNN, "could not find cuda drivers",
+    cuInit) kept off the terminal: they are written to file descriptor 2 before absl logging is set up,
+    so neither TF_CPP_MIN_LOG_LEVEL nor Python's logging reaches them."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
 
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
     return tf
 
 
 def keras():
+    _tf()
     import tf_keras
 
     return tf_keras
 
 
 def tfd():
+    _tf()
     import tensorflow_probability as tfp
 
     return tfp.distributions
