@@ -1,0 +1,139 @@
+"""End-to-end design: ``metasys.design`` and ``metasys design`` on a small problem with the shipped
+database and latent model (the bridge itself is checked in test_property_optimization's slow test and
+by the README's main job)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import metasys
+from metasys import Database, Design, design
+from metasys.errors import InvalidTypeError, InvalidValueError
+from metasys.fem import homogenize
+from metasys.problems import Problem
+
+REPORT_KEYS = {"problem", "rrmse_macro", "rrmse_full", "n_components", "theta_G_zero_fraction", "timings", "seed",
+               "versions"}
+
+
+def small_arch(width=4, height=2, rise=0.01) -> Problem:
+    """A 4 x 2 bridge: left edge fixed in x, right edge pushed in, mid-height pins, a sine arch on top."""
+    conditions = [{"where": "left", "component": "x", "value": 0.0},
+                  {"where": "right", "component": "x", "value": -0.02},
+                  {"where": [0, 1], "component": "y", "value": 0.0},
+                  {"where": [width, 1], "component": "y", "value": 0.0}]
+    x = np.arange(width + 1)
+    targets = [{"nodes": [[int(i), height] for i in x], "component": "y",
+                "values": (rise * np.sin(np.pi * x / width)).tolist()}]
+    return Problem.from_dict({"name": "small arch", "width": width, "height": height, "conditions": conditions,
+                              "targets": targets})
+
+
+@pytest.fixture(scope="module")
+def small_design():
+    return design(small_arch(), k=3, seed=0, progress=False)
+
+
+@pytest.mark.slow
+def test_design_assembles_the_chosen_database_cells(small_design):
+    d = small_design
+    db = Database.default()
+    assert d.structure.shape == (100, 200) and d.structure.dtype == bool
+    assert d.labels.shape == (2, 4) and d.candidate_indices.shape == (2, 4, 3)
+    assert ((d.labels >= 0) & (d.labels < 3)).all()
+    chosen = np.take_along_axis(d.candidate_indices, d.labels[..., None], axis=-1)[..., 0]
+    # row 0 of the structure is the bottom: element (row r, column c) occupies pixels 50r.., 50c..
+    for r in range(2):
+        for c in range(4):
+            np.testing.assert_array_equal(d.structure[50 * r:50 * r + 50, 50 * c:50 * c + 50], d.cells[r, c])
+            np.testing.assert_array_equal(d.cells[r, c], db.get_cells([int(chosen[r, c])])[0])
+    # the stored properties of a chosen cell are those of its homogenized stiffness (C11, C12, C22, C33)
+    C = homogenize(d.cells[0, 0], db.material)
+    np.testing.assert_allclose(d.cell_properties[0, 0], [C[0, 0], C[0, 1], C[1, 1], C[2, 2]], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_design_verifies_at_full_scale(small_design):
+    d = small_design
+    assert d.compatibility["n_components"] == 1
+    assert 0 <= d.compatibility["theta_G_zero_fraction"] <= 1
+    assert d.compatibility["mrf_lower_bound"] <= d.compatibility["mrf_energy"] + 1e-9
+    assert np.isfinite(d.rrmse_full) and np.isfinite(d.rrmse_macro)
+    assert d.full_displacement.shape == d.macro_displacement.shape == (3, 5, 2)
+    # the prescribed displacements hold exactly on every solid fine node of the loaded edges
+    fine = d.fine_displacement
+    assert fine.shape == (101, 201, 2)
+    right, left = fine[:, -1, 0], fine[:, 0, 0]
+    assert np.isfinite(right).sum() > 10 and np.isfinite(left).sum() > 10
+    np.testing.assert_allclose(right[np.isfinite(right)], -0.02, atol=1e-9)
+    np.testing.assert_allclose(left[np.isfinite(left)], 0.0, atol=1e-9)
+    assert set(d.timings) >= {"macro", "candidates", "assembly", "full_scale", "total"}
+
+
+@pytest.mark.slow
+def test_design_save_load_round_trip(small_design, tmp_path):
+    d = small_design
+    d.save(tmp_path / "d")
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["seed"] == 0 and report["problem"] == "small arch"
+    np.testing.assert_array_equal(np.load(tmp_path / "d" / "structure.npy"), d.structure)
+    e = Design.load(tmp_path / "d")
+    np.testing.assert_array_equal(e.structure, d.structure)
+    np.testing.assert_array_equal(e.labels, d.labels)
+    np.testing.assert_allclose(e.properties, d.properties)
+    assert e.rrmse_full == pytest.approx(d.rrmse_full) and e.report() == d.report()
+    assert e.problem.to_dict() == d.problem.to_dict()
+
+
+@pytest.mark.slow
+def test_design_exports_by_extension(small_design, tmp_path):
+    d = small_design
+    np.testing.assert_array_equal(np.load(d.export(tmp_path / "s.npy")), d.structure)
+    import meshio
+
+    mesh = meshio.read(d.export(tmp_path / "s.vtu"))
+    assert len(mesh.cells[0].data) == d.structure.sum()
+    assert mesh.point_data["displacement"].shape[1] in (2, 3)
+    for suffix in (".png", ".svg", ".stl"):
+        assert d.export(tmp_path / f"s{suffix}").stat().st_size > 0
+
+
+def test_design_rejects_bad_arguments():
+    with pytest.raises(InvalidTypeError, match="problem"):
+        design(42)
+    with pytest.raises(InvalidValueError, match="k"):
+        design(small_arch(), k=0)
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "metasys.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_names_the_bad_field_of_a_problem_file(tmp_path):
+    bad = small_arch().to_dict()
+    bad["width"] = -3
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    r = run_cli("design", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert "width" in r.stderr + r.stdout
+    assert not (tmp_path / "out").exists()
+    r = run_cli("design", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "missing.toml" in r.stderr + r.stdout
+
+
+@pytest.mark.slow
+def test_cli_design_writes_report_structure_and_exports(tmp_path):
+    small_arch().save(tmp_path / "arch.toml")
+    r = run_cli("design", str(tmp_path / "arch.toml"), "--out", str(tmp_path / "out"), "--k", "3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    for name in ("structure.npy", "report.json", "properties.png", "full_scale_deformed.png", "structure.png",
+                 "structure_deformed.png", "structure.svg", "structure.vtu", "structure.stl"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report) and report["versions"]["metasys"] == metasys.__version__
+    assert "RRMSE full scale" in r.stdout
