@@ -74,6 +74,8 @@ def _register_subcommands():
     from .latent.cli import latent_app, train_app
 
     app.add_typer(db_app, name="db")
+    from .diffusion.cli import diffusion as train_diffusion_command
+    train_app.command("diffusion")(train_diffusion_command)
     app.add_typer(train_app, name="train")
     app.add_typer(latent_app, name="latent")
     from .design_cli import design

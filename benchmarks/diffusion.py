@@ -1,0 +1,141 @@
+"""Diffusion backend figures: training step time, sampling time, noise-optimization cost and, with trained
+weights, the issue's design figures.
+
+    python benchmarks/diffusion.py timing [--channels 24] [--batch-size 64]
+    python benchmarks/diffusion.py designs [--model databases/diffusion] [--targets 10]
+    python benchmarks/diffusion.py guided  [--model databases/diffusion] [--samples 50]
+
+``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _timeit(fn, repeat=5):
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, float(np.median(times))
+
+
+def timing(args):
+    import jax
+    import jax.numpy as jnp
+
+    from metasys import Material
+    from metasys.diffusion.generate import _make_pipeline, default_loss
+    from metasys.diffusion.model import DiffusionModel
+    from metasys.diffusion.schedule import Schedule
+    from metasys.diffusion.train import DEFAULT_TRAINING, initial_state, make_optimizer, make_train_step
+    from metasys.diffusion.unet import UNetConfig, count_params
+
+    mults = tuple(int(v) for v in args.channel_mults.split(","))
+    config = UNetConfig(channels=args.channels, channel_mults=mults, num_res_blocks=args.res_blocks,
+                        padding="CIRCULAR" if args.circular else "SAME")
+    settings = {**DEFAULT_TRAINING, "batch_size": args.batch_size}
+    opt = make_optimizer(settings)
+    state = initial_state(config, opt, 0)
+    print(f"U-Net {config.to_dict()}: {count_params(state['params'])} parameters")
+    step = make_train_step(config, Schedule(), opt, settings["ema_decay"])
+    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (args.batch_size, 32, 32)).astype(np.float32))
+    holder = {"s": state}
+
+    def one():
+        holder["s"], loss = step(holder["s"], x0, jax.random.PRNGKey(0))
+        return loss
+
+    first, per = _timeit(one, args.repeat)
+    n_db = args.db_cells
+    print(f"train step, batch {args.batch_size}: {per:.3f} s (first call incl. compile {first:.1f} s); "
+          f"one epoch of {n_db} cells = {n_db / args.batch_size:.0f} steps = {n_db / args.batch_size * per / 3600:.2f} h")
+    model = DiffusionModel(config, state["ema"])
+    for n in (1, 50):
+        w = model.noise(n)
+        first, per = _timeit(lambda w=w: jnp.asarray(model.generate_images(w)), args.repeat)
+        print(f"10-step DDIM sample, batch {n}: {per * 1000:.1f} ms ({per / n * 1000:.2f} ms/cell; compile {first:.1f} s)")
+    for material in (Material(), Material.two_phase(1, 100)):
+        vg, _ = _make_pipeline(model, material, 10, False, default_loss(material.E / 100))
+        for n in (1, 4):
+            w = jnp.asarray(model.noise(n))
+            tg = jnp.zeros((n, 3, 3), jnp.float32)
+            first, per = _timeit(lambda w=w, tg=tg, vg=vg: vg(w, model.params, jnp.float32(5.0), tg), args.repeat)
+            print(f"noise-optimization loss+gradient (DDIM 10 + upsample + tanh + homogenize adjoint), E={material.E:g}, "
+                  f"batch {n}: {per * 1000:.0f} ms (compile {first:.1f} s)")
+
+
+def designs(args):
+    from metasys import Database, Material
+    from metasys.diffusion import DiffusionModel, generate_cells
+
+    model = DiffusionModel.default() if args.model is None else DiffusionModel.load(args.model)
+    mat = Material.two_phase(1.0, 100.0)
+    c_ort = np.array([[50, 15, 0], [15, 70, 0], [0, 0, 15.0]])
+    c_tet = np.array([[50, 15, 0], [15, 50, 0], [0, 0, 15.0]])
+    for name, c in (("C_ort", c_ort), ("C_tet", c_tet)):
+        for seed in (0, 1):
+            r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric)
+            print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g}, relaxed {r.relaxed_loss[0]:.4g}, "
+                  f"B {r.binarization[0]:.4f}, iterations {[h['iterations'][0] for h in r.history]}, {r.wall_time_s:.1f} s")
+    db = Database.default() if args.db is None else Database.open(args.db)
+    rng = np.random.default_rng(0)
+    lo, hi = np.percentile(db.properties, [25, 75], axis=0)
+    idx = np.flatnonzero(np.all((db.properties > lo) & (db.properties < hi), axis=1))
+    targets = db.properties[rng.choice(idx, args.targets, replace=False)]
+    t0 = time.time()
+    r = generate_cells(targets, n=len(targets), model=model, seed=0, symmetric=True)
+    rel = np.abs(r.properties - targets) / np.abs(targets)
+    print(f"{len(targets)} interior database targets, one batched call: {time.time() - t0:.1f} s")
+    print("relative error per component (C11, C12, C22, C33), rows = targets:")
+    print(np.array2string(rel, precision=4))
+    print(f"max {rel.max():.4f}, median {np.median(rel):.4f}, share <= 2%: {np.mean(rel <= 0.02):.2f}, "
+          f"B {r.binarization.round(4)}")
+
+
+def guided(args):
+    from metasys import Material
+    from metasys.diffusion import DiffusionModel, bulk_modulus, bulk_modulus_loss, diversity, frac, generate_cells
+
+    model = DiffusionModel.default() if args.model is None else DiffusionModel.load(args.model)
+    mat = Material.two_phase(1.0, 100.0)
+    for k in (15.0, 25.0, 35.0):
+        r = generate_cells(loss=bulk_modulus_loss(k), n=args.samples, material=mat, model=model, method="guided",
+                           scale=args.scale, seed=0)
+        f = frac(bulk_modulus(r.stiffness), k)
+        print(f"K* = {k}: frac(1%) {f[0.01]:.3f}, frac(5%) {f[0.05]:.3f}, diversity {diversity(r.cells):.3f}, "
+              f"{r.wall_time_s:.1f} s for {args.samples} samples")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("timing", "designs", "guided"))
+    ap.add_argument("--channels", type=int, default=24)
+    ap.add_argument("--channel-mults", default="1,2,2,2")
+    ap.add_argument("--res-blocks", type=int, default=1)
+    ap.add_argument("--circular", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--db-cells", type=int, default=107_000)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--targets", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--symmetric", action="store_true")
+    args = ap.parse_args()
+    {"timing": timing, "designs": designs, "guided": guided}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Diffusion backend: a DDIM prior over cells, noise-input optimization and loss-guided sampling.
+
+- :class:`DiffusionModel` — trained U-Net + schedule (``metasys train diffusion`` writes one)
+- :func:`generate_cells` — cells for a target stiffness (noise-input optimization, or ``method="guided"``)
+- :func:`candidate_generator` — the generator hook of ``metasys.candidates.diverse_candidates``
+- :func:`append_generated` — store generated cells in a database with provenance ``"generated"``
+- :func:`train_diffusion` — training (resumable, seeded)
+
+Names are imported lazily so that ``import metasys.diffusion`` (and the CLI) does not load JAX/flax.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "DiffusionModel": "model", "default_model_path": "model",
+    "GeneratedCells": "generate", "append_generated": "generate", "binarization": "generate",
+    "candidate_generator": "generate", "generate_cells": "generate", "p_to_matrix": "generate",
+    "bulk_modulus": "guided", "bulk_modulus_loss": "guided", "diversity": "guided", "frac": "guided",
+    "guided_sample": "guided",
+    "Schedule": "schedule", "train_diffusion": "train", "UNetConfig": "unet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
