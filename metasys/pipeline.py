@@ -5,8 +5,10 @@
 1. **macro**: :func:`metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every
    macro element (full database, or a family's gradation for graded problems);
 2. **candidates**: :func:`metasys.diverse_candidates` picks ``k`` diverse database cells per element
-   (k-means in the latent space); in family mode the candidates are the members of the families
-   found on the gradation (:func:`metasys.find_families`) nearest to each element's position;
+   (k-means in the latent space). In family mode (graded problems) the families found on the
+   gradation (:func:`metasys.find_families`) are designed one by one: the macro stage runs along the
+   family's own property curve and its members (and decoded in-between cells) are the candidates;
+   the family with the best full-scale result is kept;
 3. **assembly**: the MRF of Eq. 16-17 over the candidate sets, solved by dual decomposition
    (:func:`metasys.solve_mrf`), gives one cell per element; :func:`metasys.mrf.assemble` builds the
    full pixel structure;
@@ -69,6 +71,9 @@ class Design:
     seed : int
     versions : dict
     mode : "database" or "family"
+    families : list of dict or None
+        Family mode: for each family tried, ``members``, ``rrmse_macro``, ``rrmse_full`` and ``chosen``
+        (the design kept is the family's with the lowest full-scale RRMSE).
     fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
         Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
     """
@@ -90,6 +95,7 @@ class Design:
     seed: int
     versions: dict
     mode: str = "database"
+    families: list | None = None
     fine_displacement: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -107,6 +113,7 @@ class Design:
             "compatibility": {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in self.compatibility.items()},
             "uncovered_elements": int(self.uncovered), "timings": {k: round(float(v), 3) for k, v in self.timings.items()},
             "seed": int(self.seed), "versions": self.versions,
+            **({"families": self.families} if self.families is not None else {}),
         }
 
     def save(self, directory) -> Path:
@@ -145,7 +152,8 @@ class Design:
         return cls(problem=problem, structure=np.load(d / "structure.npy"), rrmse_macro=report["rrmse_macro"],
                    rrmse_full=report["rrmse_full"], compatibility=report["compatibility"],
                    uncovered=report["uncovered_elements"], timings=report["timings"], seed=report["seed"],
-                   versions=report["versions"], mode=report["mode"], fine_displacement=arrays.pop("fine_displacement", None),
+                   versions=report["versions"], mode=report["mode"], families=report.get("families"),
+                   fine_displacement=arrays.pop("fine_displacement", None),
                    **arrays)
 
     def export(self, path, **options) -> Path:
@@ -202,19 +210,24 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         Default: the shipped database (:meth:`metasys.Database.default`).
     model : LatentModel, optional
         Default: the shipped latent model (:meth:`metasys.LatentModel.default`).
-    family : Gradation, optional
-        Family mode: the macro stage optimizes positions along this gradation and candidates come
-        from the families found on it. The ``graded`` problem uses :func:`metasys.families.paper_gradation`
-        by default.
+    family : Gradation, Family or list of Family, optional
+        Family mode. A gradation (a callable ``t -> p`` such as :func:`metasys.families.paper_gradation`)
+        first gives families by :func:`metasys.find_families`. Each family is then designed on its own:
+        the macro stage optimizes positions along the family's own property curve (its members'
+        properties, so the macro model asks only for what the family delivers), its members and decoded
+        in-between cells are the candidates, and the family whose structure has the lowest full-scale
+        RRMSE is kept (the lowest macro RRMSE when ``full_scale=False``). The ``graded`` problem uses
+        :func:`metasys.families.paper_gradation` by default.
     seed : int
         Seed of every stochastic step (k-means, families, generator).
     k : int
-        Candidates per element (MRF labels).
+        Candidates per element (MRF labels) in database mode.
     generator : callable, optional
         Supplies cells for uncovered targets (see :func:`metasys.diverse_candidates`).
     macro_options, candidate_options, mrf_options : dict, optional
-        Extra keyword arguments of :func:`optimize_properties`, :func:`diverse_candidates` and
-        :func:`solve_mrf` (defaults: :func:`metasys.property_optimization.macro_settings`; MRF ``max_iter=5000, rel_gap=1e-3``).
+        Extra keyword arguments of :func:`optimize_properties`, :func:`diverse_candidates` (family mode:
+        :func:`find_families`) and :func:`solve_mrf` (defaults: :func:`metasys.property_optimization.macro_settings`;
+        MRF ``max_iter=5000, rel_gap=1e-3``).
     full_scale : bool
         Run the full-scale verification (True).
     progress : bool
@@ -228,76 +241,118 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     """
     from .candidates import diverse_candidates
     from .database import Database
-    from .families import paper_gradation
-    from .fem.full_scale import solve_full_scale
-    from .mrf import assemble, mrf_from_candidates, solve_mrf
-    from .property_optimization import macro_settings, optimize_properties, rrmse
+    from .families import Family, family_candidates, find_families, paper_gradation
+    from .property_optimization import macro_settings, optimize_properties
 
     problem = _check_problem(problem)
     if int(k) != k or k < 1:
         raise InvalidValueError(f"k: expected a positive integer, got {k!r}")
     say = log or (lambda line: None)
-    timings: dict[str, float] = {}
+    timings = dict.fromkeys(STAGES, 0.0)
     t_all = time.perf_counter()
     database = Database.default() if database is None else database
     if family is None and problem.name == "graded":
         family = paper_gradation()
-    mode = "database" if family is None else "family"
-
-    t = time.perf_counter()
-    options = {**macro_settings(problem, family), **(macro_options or {})}
-    macro = optimize_properties(problem, database if family is None else None, family, **options)
-    timings["macro"] = time.perf_counter() - t
-    say(f"macro: rrmse {macro.rrmse:.4f}, {macro.feasible_fraction:.1%} feasible, {macro.iterations} evaluations "
-        f"({timings['macro']:.1f} s)")
-
-    t = time.perf_counter()
+    if family is not None and not (callable(family) or isinstance(family, Family)
+                                   or (isinstance(family, list | tuple) and all(isinstance(f, Family) for f in family))):
+        raise InvalidTypeError(f"family: expected a gradation (callable t -> p), a Family or a list of Family, "
+                               f"got {describe(family)}")
     if model is None:
         from .latent.api import LatentModel
 
         model = LatentModel.default(database=database)
-    if mode == "database":
+    run = dict(problem=problem, database=database, macro_options=macro_options, mrf_options=mrf_options,
+               full_scale=full_scale, progress=progress, say=say, timings=timings)
+
+    if family is None:
+        t = time.perf_counter()
+        options = {**macro_settings(problem, None), **(macro_options or {})}
+        macro = optimize_properties(problem, database, None, **options)
+        timings["macro"] += time.perf_counter() - t
+        say(f"macro: rrmse {macro.rrmse:.4f}, {macro.feasible_fraction:.1%} feasible, {macro.iterations} evaluations "
+            f"({timings['macro']:.1f} s)")
+        t = time.perf_counter()
         cands = diverse_candidates(macro.properties, k=k, database=database, model=model, generator=generator, seed=seed,
                                    **(candidate_options or {}))
+        timings["candidates"] += time.perf_counter() - t
+        result = _assemble_and_verify(macro, cands, **run)
+        tried = None
     else:
-        from .families import family_candidates, find_families
-
-        families = find_families(family, database=database, model=model, seed=seed, **(candidate_options or {}))
-        cands = family_candidates(families, macro.properties)
+        t = time.perf_counter()
+        if isinstance(family, Family):
+            families = [family]
+        elif isinstance(family, list | tuple):
+            families = list(family)
+        else:
+            families = find_families(family, database=database, model=model, seed=seed, **(candidate_options or {}))
+        timings["candidates"] += time.perf_counter() - t
+        say(f"families: {len(families)} ({', '.join(str(len(f)) for f in families)} members) "
+            f"({timings['candidates']:.1f} s)")
+        result, tried = None, []
+        for n, fam in enumerate(families):
+            t = time.perf_counter()
+            options = {**macro_settings(problem, fam.properties), **(macro_options or {})}
+            macro = optimize_properties(problem, None, fam.properties, **options)
+            timings["macro"] += time.perf_counter() - t
+            t = time.perf_counter()
+            cands = family_candidates([fam], macro.properties, model=model)
+            timings["candidates"] += time.perf_counter() - t
+            say(f"family {n + 1}/{len(families)}: macro rrmse {macro.rrmse:.4f} along its {len(fam)} members")
+            trial = _assemble_and_verify(macro, cands, **run)
+            tried.append({"members": len(fam), "rrmse_macro": float(macro.rrmse), "rrmse_full": trial["rrmse_full"],
+                          "chosen": False})
+            score = trial["rrmse_full"] if full_scale else float(macro.rrmse)
+            if result is None or score < result["score"]:
+                result, best = {**trial, "score": score}, n
+        tried[best]["chosen"] = True
+        say(f"kept family {best + 1}: full-scale rrmse {result['rrmse_full']:.4f}")
+    timings["total"] = time.perf_counter() - t_all
+    if not full_scale:
+        timings.pop("full_scale")
+    macro, cands, labels = result["macro"], result["candidates"], result["labels"]
+    rows, cols = np.indices(labels.shape)
+    chosen = (rows, cols, labels)
     uncovered = int(np.sum(~np.asarray(cands.covered)))
-    timings["candidates"] = time.perf_counter() - t
-    say(f"candidates: {cands.indices.shape[-1]} per element, {uncovered} uncovered targets ({timings['candidates']:.1f} s)")
+    return Design(problem=problem, properties=macro.properties, candidate_indices=np.asarray(cands.indices),
+                  labels=labels, cells=np.asarray(cands.cells)[chosen], cell_properties=np.asarray(cands.properties)[chosen],
+                  structure=result["structure"], macro_displacement=macro.displacement,
+                  full_displacement=result["full_u"], rrmse_macro=float(macro.rrmse), rrmse_full=result["rrmse_full"],
+                  compatibility=result["compatibility"], uncovered=uncovered, timings=timings, seed=int(seed),
+                  versions=versions(), mode="database" if family is None else "family", families=tried,
+                  fine_displacement=result["fine_u"])
 
+
+def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_options, full_scale, progress, say,
+                         timings) -> dict:
+    """MRF assembly of one candidate set and its full-scale check (stages 3 and 4); adds to ``timings``."""
+    from .fem.full_scale import solve_full_scale
+    from .mrf import assemble, mrf_from_candidates, solve_mrf
+    from .property_optimization import rrmse
+
+    say(f"candidates: {cands.indices.shape[-1]} per element, {int(np.sum(~np.asarray(cands.covered)))} uncovered targets")
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
     mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
-    shape = (problem.height, problem.width)
-    labels = np.asarray(mrf.labels).reshape(shape)
+    labels = np.asarray(mrf.labels).reshape(problem.height, problem.width)
     assembly = assemble(cands, labels)
-    timings["assembly"] = time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    timings["assembly"] += elapsed
     compat = {"theta_G_zero_fraction": float(assembly.theta_G_zero_fraction), "theta_G_mean": float(assembly.theta_G_mean),
               "theta_M_mean": float(assembly.theta_M_mean), "n_components": int(assembly.n_components),
               "mrf_energy": float(mrf.energy), "mrf_lower_bound": float(mrf.lower_bound), "mrf_iterations": int(mrf.iterations)}
     say(f"assembly: {compat['theta_G_zero_fraction']:.1%} of neighbour pairs with theta_G = 0, {compat['n_components']} "
-        f"solid component(s), MRF gap {(mrf.energy - mrf.lower_bound) / max(abs(mrf.energy), 1e-12):.1e} "
-        f"({timings['assembly']:.1f} s)")
-
-    rows, cols = np.indices(shape)
-    chosen = (rows, cols, labels)
+        f"solid component(s), MRF gap {(mrf.energy - mrf.lower_bound) / max(abs(mrf.energy), 1e-12):.1e} ({elapsed:.1f} s)")
     full_u, fine_u, rrmse_full = np.full_like(macro.displacement, np.nan), None, float("nan")
     if full_scale:
         t = time.perf_counter()
         fs = solve_full_scale(assembly.structure, problem.conditions, material=database.material, progress=progress)
         full_u, fine_u = fs.macro_displacement, fs.displacement
-        rrmse_full = rrmse(full_u, problem)
-        timings["full_scale"] = time.perf_counter() - t
-        say(f"full scale: rrmse {rrmse_full:.4f} ({timings['full_scale']:.1f} s)")
-    timings["total"] = time.perf_counter() - t_all
-    return Design(problem=problem, properties=macro.properties, candidate_indices=np.asarray(cands.indices),
-                  labels=labels, cells=np.asarray(cands.cells)[chosen], cell_properties=np.asarray(cands.properties)[chosen],
-                  structure=assembly.structure, macro_displacement=macro.displacement, full_displacement=full_u,
-                  rrmse_macro=float(macro.rrmse), rrmse_full=rrmse_full, compatibility=compat, uncovered=uncovered,
-                  timings=timings, seed=int(seed), versions=versions(), mode=mode, fine_displacement=fine_u)
+        rrmse_full = float(rrmse(full_u, problem))
+        elapsed = time.perf_counter() - t
+        timings["full_scale"] += elapsed
+        say(f"full scale: rrmse {rrmse_full:.4f} ({elapsed:.1f} s)")
+    return {"macro": macro, "candidates": cands, "labels": labels, "structure": assembly.structure,
+            "compatibility": compat, "full_u": full_u, "fine_u": fine_u, "rrmse_full": rrmse_full}
 
 
 __all__ = ["Design", "design", "STAGES"]

@@ -137,3 +137,17 @@ def test_cli_design_writes_report_structure_and_exports(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report) and report["versions"]["metasys"] == metasys.__version__
     assert "RRMSE full scale" in r.stdout
+
+
+@pytest.mark.slow
+def test_family_mode_keeps_the_family_with_the_best_full_scale_result():
+    from metasys.families import paper_gradation
+
+    d = design(small_arch(), family=paper_gradation(), seed=0, progress=False)
+    assert d.mode == "family" and len(d.families) >= 2
+    assert sum(f["chosen"] for f in d.families) == 1
+    kept = next(f for f in d.families if f["chosen"])
+    assert kept["rrmse_full"] == pytest.approx(d.rrmse_full) == pytest.approx(min(f["rrmse_full"] for f in d.families))
+    assert d.report()["families"] == d.families
+    # every chosen cell is a family member (database index) or a decoded in-between cell (-1)
+    assert d.candidate_indices.shape == (2, 4, 2)
