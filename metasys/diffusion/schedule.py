@@ -88,11 +88,14 @@ def ddim_update(x, eps, ab_t, ab_prev, eta=0.0, z=None, clip_x0: bool = False):
     return x_prev, x0
 
 
-def ddim_sample(eps_fn, x_T, schedule: Schedule, steps: int = 10, eta: float = 0.0, key=None, clip_x0: bool = False):
+def ddim_sample(eps_fn, x_T, schedule: Schedule, steps: int = 10, eta: float = 0.0, key=None, clip_x0: bool = False,
+                unroll: bool = False):
     """Run DDIM from ``x_T`` (B, H, W) to ``x_0``; ``eps_fn(x, t_vector) -> eps``.
 
     With ``eta = 0`` the map is deterministic and differentiable in ``x_T`` (the generator G of
-    the paper); ``eta > 0`` needs ``key``.
+    the paper); ``eta > 0`` needs ``key``. ``unroll=True`` unrolls the loop: longer compilation, but the
+    reverse pass (noise-input optimization) is 4-8x faster on CPU, where XLA's while-loop transpose is
+    slow (measured 0.29 s -> 0.06 s per VJP, 10 steps, 16 channels).
     """
     ts, ab_t, ab_prev = ddim_coefficients(schedule, steps)
     if eta and key is None:
@@ -107,7 +110,8 @@ def ddim_sample(eps_fn, x_T, schedule: Schedule, steps: int = 10, eta: float = 0
         x_prev, _ = ddim_update(x, eps, a, ap, eta, z, clip_x0)
         return x_prev, None
 
-    x, _ = jax.lax.scan(body, x_T, (jnp.asarray(ts), jnp.asarray(ab_t), jnp.asarray(ab_prev), keys))
+    x, _ = jax.lax.scan(body, x_T, (jnp.asarray(ts), jnp.asarray(ab_t), jnp.asarray(ab_prev), keys),
+                        unroll=steps if unroll else 1)
     return x
 
 
