@@ -1,11 +1,11 @@
 """Diverse candidate sets for target properties (VAE paper Sec. 4.2, Fig. 11).
 
-For a target property vector ``p_t = (C11, C12, C22, C33)``, :func:`diverse_candidates` takes the
+For a target property vector ``p_t = (C11, C12, C22, C33)``, `diverse_candidates` takes the
 database cells whose properties lie within ``tolerance`` of the target, clusters their latent codes
 with k-means (scikit-learn) on the first two principal components of the database's latent codes,
 and keeps the best-matching cell of each cluster. The result is ``k`` cells that all match the
 target about equally well but look different, so that the MRF assembly (paper Sec. 5, Eq. 16-17)
-has several ways to connect neighbouring cells. :func:`greedy_candidates` is the baseline of Fig. 11:
+has several ways to connect neighbouring cells. `greedy_candidates` is the baseline of Fig. 11:
 the ``k`` closest cells, which tend to be near-copies of each other.
 
 Distances in property space are ``||p - p_t||_inf`` in property units (the node weight of paper
@@ -64,7 +64,7 @@ class Candidates:
         Number of database cells within ``tolerance`` (counted up to ``max_pool``).
     tolerance : float
     method : str
-        ``"kmeans"``, ``"greedy"`` or ``"family"`` (:func:`metasys.families.family_candidates`).
+        ``"kmeans"``, ``"greedy"`` or ``"family"`` (`metasys.families.family_candidates`).
     """
 
     indices: np.ndarray
@@ -271,7 +271,7 @@ def diverse_candidates(target, k: int = 10, database=None, model=None, *, tolera
     generator : callable, optional
         ``generator(targets, n, seed) -> cells`` with ``targets`` (m, 4) the uncovered targets, ``n`` the
         cells wanted per target and ``seed`` an int; returns binary cells (m, n, 50, 50). They are
-        homogenized with :func:`metasys.homogenize` (the database material) and encoded with
+        homogenized with `metasys.homogenize` (the database material) and encoded with
         ``model.encode``, then compete with the database cells for the target (indices -1).
     n_generate : int, optional
         ``n`` passed to the generator; default: the largest shortfall ``k - n_within`` among the
@@ -395,7 +395,7 @@ def diverse_candidates(target, k: int = 10, database=None, model=None, *, tolera
 def greedy_candidates(target, k: int = 10, database=None, model=None, **kwargs) -> Candidates:
     """The ``k`` database cells nearest to each target (inf-norm): the baseline of paper Fig. 11.
 
-    Same arguments and result as :func:`diverse_candidates` with ``method="greedy"``.
+    Same arguments and result as `diverse_candidates` with ``method="greedy"``.
     """
     return diverse_candidates(target, k, database, model, method="greedy", **kwargs)
 

@@ -1,6 +1,6 @@
 """Exception types raised by metasys.
 
-Every error a user can cause is a subclass of :class:`MetasysError` and also of the built-in
+Every error a user can cause is a subclass of `MetasysError` and also of the built-in
 type a Python user would expect (``ValueError`` or ``TypeError``), so ``except ValueError`` keeps
 working. Messages name the argument, what was expected and what was given.
 """

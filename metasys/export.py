@@ -18,7 +18,7 @@ deformed ``.png``:
   towards its own pixel centre, so that the triangle mesh is a closed 2-manifold even for tools that
   merge vertices by coordinates.
 
-Every file is written to a temporary name and renamed (:func:`metasys.io.atomic_path`).
+Every file is written to a temporary name and renamed (`metasys.io.atomic_path`).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def _successors(solid: np.ndarray):
 def _order_cycles(succ: np.ndarray):
     """Order the elements of a permutation's cycles: (order (E,), cycle label (E,), offsets (L + 1,)).
 
-    Cycles are found with :func:`scipy.sparse.csgraph.connected_components` (linear time) and each
+    Cycles are found with `scipy.sparse.csgraph.connected_components` (linear time) and each
     element's position in its cycle by pointer jumping from the cycle's smallest element
     (``log2`` of the longest cycle vectorized passes).
     """
@@ -257,7 +257,7 @@ def boundary_loops(structure) -> Loops:
     Returns
     -------
     Loops
-        Corner vertices in pixel units (see :class:`Loops`). The enclosed area (sum of signed
+        Corner vertices in pixel units (see `Loops`). The enclosed area (sum of signed
         areas, or the even-odd fill) equals the number of solid pixels. Solid pixels touching only
         at a corner belong to different loops that meet at that point.
 
@@ -265,7 +265,7 @@ def boundary_loops(structure) -> Loops:
     -----
     Edge extraction is vectorized; every boundary edge's successor is read from the 2 x 2 pixels
     around its end vertex (turn left at a diagonal contact, so the solid stays 4-connected); loops
-    and positions along them come from :func:`_order_cycles`; only the corners (direction changes)
+    and positions along them come from `_order_cycles`; only the corners (direction changes)
     are kept, so straight runs are single segments.
     """
     solid = _check_structure(structure)
@@ -306,7 +306,7 @@ def write_npy(structure, path) -> Path:
 
 
 def read_npy(path) -> np.ndarray:
-    """Read a structure written by :func:`write_npy`: bool array (ny, nx), row 0 at the bottom."""
+    """Read a structure written by `write_npy`: bool array (ny, nx), row 0 at the bottom."""
     path = _check_path(path)
     if not path.exists():
         raise FileFormatError(f"path: structure file {str(path)!r} does not exist")
@@ -344,8 +344,8 @@ def write_png(structure, path, *, displacement=None, problem=None, deformed: boo
         DESIGN.md section 2) for comparison. Its grid must match the structure (``50 H, 50 W``).
     deformed : bool
         False: one image pixel per structure pixel, solid black (0) and void white (255), 8-bit gray,
-        top image row = top of the structure (the convention of :func:`metasys.io.save_cell`, so
-        :func:`metasys.io.load_cell` reads it back). True: a matplotlib figure (Agg) in macro units,
+        top image row = top of the structure (the convention of `metasys.io.save_cell`, so
+        `metasys.io.load_cell` reads it back). True: a matplotlib figure (Agg) in macro units,
         equal aspect, y up: the solid pixels at their displaced positions (pixels with a node outside
         the model are left out), the undeformed outline in gray, and the targets (paper Fig. 16-17).
     scale : float
@@ -384,7 +384,7 @@ def write_png(structure, path, *, displacement=None, problem=None, deformed: boo
 
 
 def read_png(path) -> np.ndarray:
-    """Read a structure image written by :func:`write_png` (not deformed): bool array, row 0 at the bottom.
+    """Read a structure image written by `write_png` (not deformed): bool array, row 0 at the bottom.
 
     Pixels darker than mid-gray are solid.
     """
@@ -511,7 +511,7 @@ def write_svg(structure, path, *, pixel_size: float = 1.0, unit: str = "", fill:
 
     Notes
     -----
-    Outer boundaries and holes are closed polygons (see :func:`boundary_loops`), straight runs merged.
+    Outer boundaries and holes are closed polygons (see `boundary_loops`), straight runs merged.
     SVG's y axis points down, so a vertex at pixel corner ``(x, y)`` is written as ``(x, ny - y)``:
     the bottom row of the structure is at the bottom of the drawing.
     """
@@ -575,7 +575,7 @@ def write_vtu(structure, path, *, displacement=None, pixel_size: float = 1.0 / C
         Side of one pixel in the mesh's length unit (default ``1/50``: coordinates in macro units).
     missing : {"error", "nan", "drop"}
         What to do with solid pixels having a node without displacement (parts the full-scale model
-        removed): raise :class:`InvalidValueError`, write NaN there, or leave those pixels out.
+        removed): raise `InvalidValueError`, write NaN there, or leave those pixels out.
     compress : bool
         zlib-compress the binary data blocks (about 3x smaller files, most of the write time).
 
@@ -758,7 +758,7 @@ def write_stl(structure, path, *, thickness: float = DEFAULT_THICKNESS, pixel_si
         Side of one pixel in the STL length unit (default ``1/50``: macro units, cell side 1). For a
         print in millimetres give e.g. ``pixel_size=0.2`` and ``thickness`` in mm.
     corner_offset : float
-        Split of diagonal-contact corners, in pixels (see :func:`stl_triangles`).
+        Split of diagonal-contact corners, in pixels (see `stl_triangles`).
 
     Returns
     -------
@@ -767,7 +767,7 @@ def write_stl(structure, path, *, thickness: float = DEFAULT_THICKNESS, pixel_si
 
     Notes
     -----
-    The mesh is closed and 2-manifold, with outward normals (see :func:`stl_triangles`); its volume
+    The mesh is closed and 2-manifold, with outward normals (see `stl_triangles`); its volume
     is ``(number of solid pixels) * pixel_size**2 * thickness`` up to the corner splits (each removes
     about ``corner_offset`` times a pixel row run's length in pixel area).
     """
@@ -797,9 +797,9 @@ def export_structure(structure, path, *, displacement=None, problem=None, thickn
     structure : bool array (50 H, 50 W)
         Row 0 at the bottom (y up), column = x; pixel side 1/50 macro units.
     path : str or PathLike
-        Target file; the suffix picks the format: ``.npy`` (:func:`write_npy`), ``.png``
-        (:func:`write_png`), ``.svg`` (:func:`write_svg`), ``.vtu`` (:func:`write_vtu`) or ``.stl``
-        (:func:`write_stl`).
+        Target file; the suffix picks the format: ``.npy`` (`write_npy`), ``.png``
+        (`write_png`), ``.svg`` (`write_svg`), ``.vtu`` (`write_vtu`) or ``.stl``
+        (`write_stl`).
     displacement : float array (50 H + 1, 50 W + 1, 2), optional
         Full-scale fine-node displacement in macro units, NaN at nodes not in the model. Used by
         ``.vtu`` (point data) and the deformed ``.png``; ignored by the other formats.
@@ -816,7 +816,7 @@ def export_structure(structure, path, *, displacement=None, problem=None, thickn
         Displacement magnification of the deformed ``.png``.
     missing : {"error", "nan", "drop"}
         ``.vtu`` with ``displacement``: what to do with solid pixels that have a node without
-        displacement (parts removed from the full-scale model), see :func:`write_vtu`.
+        displacement (parts removed from the full-scale model), see `write_vtu`.
 
     Returns
     -------

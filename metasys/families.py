@@ -1,11 +1,11 @@
 """Metamaterial families: property gradations (VAE paper Eq. 7) and families found on a latent graph (Sec. 4.3).
 
 A gradation is a curve ``t -> p(t)`` in the property space (C11, C12, C22, C33), ``t`` in [0, 1].
-The macro optimizer's family mode (:func:`metasys.optimize_properties` with ``family=``) uses one
+The macro optimizer's family mode (`metasys.optimize_properties` with ``family=``) uses one
 variable ``t`` per element, so the equality constraint ``tau`` of paper Eq. 8 holds by construction.
 
 A *family* is a sequence of database cells that follows a gradation in property space while its
-shapes change gradually (paper Fig. 12-13). :func:`find_families` builds the graph of Sec. 4.3:
+shapes change gradually (paper Fig. 12-13). `find_families` builds the graph of Sec. 4.3:
 
 1. collect the database cells within ``delta`` of the gradation curve (Euclidean distance in
    property units to the curve, sampled densely and measured to the polyline);
@@ -18,7 +18,7 @@ shapes change gradually (paper Fig. 12-13). :func:`find_families` builds the gra
 Choice of ``delta``
 -------------------
 The paper gives no value. The default ``delta = 0.03`` (2.3 % of the solid C11 = 1.31596; the same
-radius as the candidate tolerance of :mod:`metasys.candidates`) selects 1,716 of the 107k shipped
+radius as the candidate tolerance of `metasys.candidates`) selects 1,716 of the 107k shipped
 cells for the Eq. 7 gradation; at 0.013 (1 %) only 312 remain, most of them near the solid end, and
 the families get longer jumps in C11 (up to 44 % of C11_M between consecutive members).
 """
@@ -91,7 +91,7 @@ def gradation_samples(gradation, n: int = 2001) -> tuple[np.ndarray, np.ndarray]
     """Positions ``t`` (n,) evenly spaced in [0, 1] and the properties ``gradation(t)`` (n, 4).
 
     ``gradation`` is any callable ``t -> (4,)``; vectorized ones (``(n,) -> (n, 4)``, like
-    :class:`Gradation`) are called once.
+    `Gradation`) are called once.
     """
     if not callable(gradation):
         raise InvalidTypeError(f"gradation: expected a callable t -> property vector (4,), got {describe(gradation)}")
@@ -162,7 +162,7 @@ class Family:
     Attributes
     ----------
     indices : int array (n,)
-        Database indices in order (-1 for members decoded by :meth:`interpolate`).
+        Database indices in order (-1 for members decoded by `interpolate`).
     cells : bool array (n, 50, 50)
     properties : array (n, 4)
         Homogenized (C11, C12, C22, C33).
@@ -228,7 +228,7 @@ class Family:
         -------
         Family
             Members with ``indices`` -1, cells from ``model.to_cells`` and properties homogenized
-            with :func:`metasys.homogenize` (the database material).
+            with `metasys.homogenize` (the database material).
         """
         from .fem import homogenize
         from .fem.element import properties_of
@@ -267,7 +267,7 @@ class Family:
         return np.abs(self.properties[:, 0][None, :] - c.reshape(-1, 1)).argmin(axis=1).reshape(c.shape)
 
     def properties_at(self, t) -> np.ndarray:
-        """Properties (..., 4) of the members :meth:`index_at` picks for positions ``t`` (...)."""
+        """Properties (..., 4) of the members `index_at` picks for positions ``t`` (...)."""
         return self.properties[self.index_at(t)]
 
     def z_at(self, t) -> np.ndarray:
@@ -281,7 +281,7 @@ class Family:
         """Cells (..., 50, 50) of this family for gradation positions ``t`` (...) in [0, 1].
 
         ``decode=False``: the member nearest in C11 (a database cell; homogenized properties known).
-        ``decode=True``: the cell decoded from :meth:`z_at` (a continuous family, paper Sec. 5 "directly
+        ``decode=True``: the cell decoded from `z_at` (a continuous family, paper Sec. 5 "directly
         generate the corresponding microstructure by interpolating in the latent space").
         """
         if not decode:
@@ -327,7 +327,7 @@ class FamilyGraph:
         return (f"FamilyGraph(nodes={len(self.indices)}, edges={self.graph.number_of_edges()}, delta={self.delta})")
 
     def paths(self, n_families: int = 5) -> list[np.ndarray]:
-        """Up to ``n_families`` disjoint shortest source-destination paths (node ids, rank order); see :func:`shortest_paths`."""
+        """Up to ``n_families`` disjoint shortest source-destination paths (node ids, rank order); see `shortest_paths`."""
         return shortest_paths(self.graph, n_families)
 
     def families(self, n_families: int = 5) -> list[Family]:
@@ -399,7 +399,7 @@ def family_graph(gradation, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: in
                  codes=None, link: str = "latent", n_samples: int = 2001) -> FamilyGraph:
     """Select the cells within ``delta`` of the gradation curve and build the graph of paper Sec. 4.3.
 
-    See :func:`find_families` for the arguments.
+    See `find_families` for the arguments.
     """
     for name, value, low in (("k", k, 1), ("n_ends", n_ends, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -433,7 +433,7 @@ def find_families(gradation, n_families: int = 5, delta: float = DEFAULT_DELTA, 
     Parameters
     ----------
     gradation : callable
-        ``t -> (C11, C12, C22, C33)`` for ``t`` in [0, 1], e.g. :func:`paper_gradation` (Eq. 7).
+        ``t -> (C11, C12, C22, C33)`` for ``t`` in [0, 1], e.g. `paper_gradation` (Eq. 7).
     n_families : int
         Families to find (successive shortest paths, each deleting its cells from the graph).
     delta : float
@@ -444,7 +444,7 @@ def find_families(gradation, n_families: int = 5, delta: float = DEFAULT_DELTA, 
     n_ends : int
         The source joins the ``n_ends`` lowest-C11 cells, the highest ``n_ends`` join the destination (paper: 50).
     database, model
-        As in :func:`metasys.candidates.diverse_candidates`; the model supplies the latent codes
+        As in `metasys.candidates.diverse_candidates`; the model supplies the latent codes
         and decodes interpolated members.
     codes : array (N, d), optional
         Latent codes of the database instead of ``model.latent_codes()``.
@@ -477,7 +477,7 @@ def family_candidates(families, targets, *, source: str = "both", tolerance: flo
     """Candidates for the elements of a graded design from families (MRF labels, family mode).
 
     For each target and each family: the member nearest to the target (``||p - target||_inf``)
-    and/or the cell decoded from the family's latent code at the target's C11 (:meth:`Family.z_at`,
+    and/or the cell decoded from the family's latent code at the target's C11 (`Family.z_at`,
     paper Sec. 5: "generate the corresponding microstructure by interpolating in the latent space").
 
     Parameters
@@ -488,7 +488,7 @@ def family_candidates(families, targets, *, source: str = "both", tolerance: flo
     source : ``"members"``, ``"decoded"`` or ``"both"`` (default)
         Labels per element: one per family, one per family, or two per family (member, then decoded).
     tolerance : float, optional
-        For ``covered`` (default :data:`metasys.candidates.DEFAULT_TOLERANCE`).
+        For ``covered`` (default `metasys.candidates.DEFAULT_TOLERANCE`).
     levels : int
         Decoded cells are made for target C11 values rounded to this many levels over each family's
         C11 range (so a 50 x 50 grid decodes and homogenizes at most ``levels`` cells per family).

@@ -1,6 +1,6 @@
 """``metasys family``: metamaterial families along the gradation of paper Eq. 7 (Sec. 4.3, Fig. 12-13).
 
-The command function :func:`family` is registered by the main app (``app.command("family")(family)``).
+The command function `family` is registered by the main app (``app.command("family")(family)``).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def plot_family_properties(families, gradation, path, interpolated=None, c11_sol
                            title: str = "Family properties against the gradation") -> None:
     """C12, C22, C33 against C11 for each family with the gradation curve (paper Fig. 13).
 
-    ``interpolated`` (list of Family, one per family, e.g. from :meth:`Family.interpolate`) adds the
+    ``interpolated`` (list of Family, one per family, e.g. from `Family.interpolate`) adds the
     decoded members as open markers (Fig. 13b).
     """
     from .families import gradation_samples

@@ -93,7 +93,7 @@ def load_cell(path) -> np.ndarray:
 
 
 def save_cell(path, cell) -> None:
-    """Write a cell (ny, nx) as ``.npy``, ``.png`` or ``.txt`` (the inverse of :func:`load_cell`)."""
+    """Write a cell (ny, nx) as ``.npy``, ``.png`` or ``.txt`` (the inverse of `load_cell`)."""
     path = Path(path)
     cell = np.asarray(cell, dtype=float)
     suffix = path.suffix.lower()

@@ -16,7 +16,7 @@ class Material:
     A pixel of density ``rho`` in [0, 1] has Young's modulus
     ``E_void*E + (E - E_void*E) * rho**penal``: binary cells use the solid (``rho = 1``) and the
     ersatz void (``rho = 0``); grayscale cells interpolate. A two-phase composite (e.g. E0 = 1,
-    E1 = 100) is ``Material(E=100, E_void=0.01)``; see :meth:`two_phase`.
+    E1 = 100) is ``Material(E=100, E_void=0.01)``; see `two_phase`.
 
     Parameters
     ----------

@@ -1,18 +1,18 @@
 """End-to-end multiscale design: problem -> macro properties -> candidates -> MRF assembly -> full-scale check.
 
-:func:`design` chains the stages of the VAE paper's Sec. 5.1 on plain data:
+`design` chains the stages of the VAE paper's Sec. 5.1 on plain data:
 
-1. **macro**: :func:`metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every
+1. **macro**: `metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every
    macro element (full database, or a family's gradation for graded problems);
-2. **candidates**: :func:`metasys.diverse_candidates` picks ``k`` diverse database cells per element
+2. **candidates**: `metasys.diverse_candidates` picks ``k`` diverse database cells per element
    (k-means in the latent space). In family mode (graded problems) the families found on the
-   gradation (:func:`metasys.find_families`) are designed one by one: the macro stage runs along the
+   gradation (`metasys.find_families`) are designed one by one: the macro stage runs along the
    family's own property curve and its members (and decoded in-between cells) are the candidates;
    the family with the best full-scale result is kept;
 3. **assembly**: the MRF of Eq. 16-17 over the candidate sets, solved by dual decomposition
-   (:func:`metasys.solve_mrf`), gives one cell per element; :func:`metasys.mrf.assemble` builds the
+   (`metasys.solve_mrf`), gives one cell per element; `metasys.mrf.assemble` builds the
    full pixel structure;
-4. **verification**: the structure is solved at full scale (:func:`metasys.fem.solve_full_scale`)
+4. **verification**: the structure is solved at full scale (`metasys.fem.solve_full_scale`)
    and the RRMSE of its macro-node displacements against the target is the design's result.
 """
 
@@ -38,7 +38,7 @@ STAGES = ("macro", "candidates", "assembly", "full_scale")
 
 @dataclass
 class Design:
-    """A verified multiscale design (the result of :func:`design`).
+    """A verified multiscale design (the result of `design`).
 
     Attributes
     ----------
@@ -136,7 +136,7 @@ class Design:
 
     @classmethod
     def load(cls, directory) -> Design:
-        """Read a design written by :meth:`save`."""
+        """Read a design written by `save`."""
         d = Path(directory)
         for name in ("report.json", "problem.json", "structure.npy", "design.npz"):
             if not (d / name).exists():
@@ -159,7 +159,7 @@ class Design:
     def export(self, path, **options) -> Path:
         """Export the structure by extension: ``.npy``, ``.png`` (``deformed=True`` overlays the full-scale
         deformed shape on the target), ``.svg``, ``.vtu`` (with the displacement field) or ``.stl``
-        (extruded by ``thickness``). See :func:`metasys.export.export_structure`. Pixels of parts that the
+        (extruded by ``thickness``). See `metasys.export.export_structure`. Pixels of parts that the
         full-scale model removed (not connected to the supports) carry NaN displacements in the ``.vtu``
         unless ``missing="drop"`` is passed."""
         from .export import export_structure
@@ -207,26 +207,26 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     ----------
     problem : Problem, "bridge" | "smiley" | "graded", or a path to a TOML/JSON problem file
     database : Database, optional
-        Default: the shipped database (:meth:`metasys.Database.default`).
+        Default: the shipped database (`metasys.Database.default`).
     model : LatentModel, optional
-        Default: the shipped latent model (:meth:`metasys.LatentModel.default`).
+        Default: the shipped latent model (`metasys.LatentModel.default`).
     family : Gradation, Family or list of Family, optional
-        Family mode. A gradation (a callable ``t -> p`` such as :func:`metasys.families.paper_gradation`)
-        first gives families by :func:`metasys.find_families`. Each family is then designed on its own:
+        Family mode. A gradation (a callable ``t -> p`` such as `metasys.families.paper_gradation`)
+        first gives families by `metasys.find_families`. Each family is then designed on its own:
         the macro stage optimizes positions along the family's own property curve (its members'
         properties, so the macro model asks only for what the family delivers), its members and decoded
         in-between cells are the candidates, and the family whose structure has the lowest full-scale
         RRMSE is kept (the lowest macro RRMSE when ``full_scale=False``). The ``graded`` problem uses
-        :func:`metasys.families.paper_gradation` by default.
+        `metasys.families.paper_gradation` by default.
     seed : int
         Seed of every stochastic step (k-means, families, generator).
     k : int
         Candidates per element (MRF labels) in database mode.
     generator : callable, optional
-        Supplies cells for uncovered targets (see :func:`metasys.diverse_candidates`).
+        Supplies cells for uncovered targets (see `metasys.diverse_candidates`).
     macro_options, candidate_options, mrf_options : dict, optional
-        Extra keyword arguments of :func:`optimize_properties`, :func:`diverse_candidates` (family mode:
-        :func:`find_families`) and :func:`solve_mrf` (defaults: :func:`metasys.property_optimization.macro_settings`;
+        Extra keyword arguments of `optimize_properties`, `diverse_candidates` (family mode:
+        `find_families`) and `solve_mrf` (defaults: `metasys.property_optimization.macro_settings`;
         MRF ``max_iter=5000, rel_gap=1e-3``).
     full_scale : bool
         Run the full-scale verification (True).

@@ -1,10 +1,10 @@
 """Macroscale design problems as plain data: grid, prescribed displacements and target displacements.
 
-A :class:`Problem` holds a W x H grid of unit cells, the prescribed displacements
-(:class:`metasys.fem.Prescribed`) and target displacements on selected degrees of freedom
+A `Problem` holds a W x H grid of unit cells, the prescribed displacements
+(`metasys.fem.Prescribed`) and target displacements on selected degrees of freedom
 (``gamma`` and ``u_t`` of paper Eq. 8). Node (x, y) has degrees of freedom ``2 * (y * (W + 1) + x) + c``
-with ``c = 0`` for x and ``1`` for y. :func:`bridge`, :func:`smiley` and :func:`graded` are the
-three standard problems of DESIGN.md section 3; :func:`load_problem` reads user problems from TOML
+with ``c = 0`` for x and ``1`` for y. `bridge`, `smiley` and `graded` are the
+three standard problems of DESIGN.md section 3; `load_problem` reads user problems from TOML
 or JSON files of the form::
 
     name = "my problem"
@@ -140,7 +140,7 @@ class Problem:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "problem") -> Problem:
-        """Inverse of :meth:`to_dict`; errors name the offending field (prefixed with ``source``)."""
+        """Inverse of `to_dict`; errors name the offending field (prefixed with ``source``)."""
         if not isinstance(data, dict):
             raise FileFormatError(f"{source}: expected a table/object at the top level, got {type(data).__name__}")
         for key in ("width", "height", "conditions", "targets"):

@@ -10,12 +10,12 @@ Two modes:
       g = sum_e S(-phi_e) - 1 <= 0,   S(x) = (tanh(beta x) + 1) / 2
 
   which is paper's ``mean_e S(-phi_e) <= 1 / N_e`` multiplied by ``N_e`` (order one).
-- **family** (``family=`` a gradation such as :func:`metasys.families.paper_gradation`, or an
+- **family** (``family=`` a gradation such as `metasys.families.paper_gradation`, or an
   ordered array (K, 4) of property vectors): one variable ``t`` in [0, 1] per element, the position
   along the family, so the equality constraint ``tau`` of Eq. 8 holds by construction.
 
 The objective is ``F = ||u[gamma] - u_t||^2 / ||u_t||^2`` (so the macro-level RRMSE is ``sqrt(F)``),
-with adjoint sensitivities (Eq. 13-15, :meth:`metasys.fem.MacroModel.least_squares`). The problem is
+with adjoint sensitivities (Eq. 13-15, `metasys.fem.MacroModel.least_squares`). The problem is
 solved by nlopt's MMA (``LD_MMA``, Svanberg's 2002 CCSA variant); it stops when the maximal change of
 the variables between iterations is below ``tolerance`` (1e-3) or after ``max_iterations`` (500)
 objective evaluations, the paper's rule.
@@ -34,7 +34,7 @@ Practical choices (measured on the standard problems):
   the objective or constraint (0.01 .. 100) or CCSAQ did not help as much.
 - The start matters (local optima): bridge from the median cell reaches RRMSE 0.046 after 500
   evaluations, from the most auxetic deep cell 0.013 (0.006 after 1000). ``start="multi"`` runs short
-  pilots from five diverse cells (:func:`candidate_starts`) and continues the best.
+  pilots from five diverse cells (`candidate_starts`) and continues the best.
 - Objective and constraint are of order one: ``F`` is relative to ``||u_t||^2`` and the HPI
   constraint is the paper's multiplied by ``N_e``. ``beta`` (200) is in units of the database's
   normalized signed distance: an element contributes ``S(-phi) < 1e-3`` once ``phi > 0.017``.
@@ -57,7 +57,7 @@ SMALL_GRID = 400  # elements: up to this size the macro stage affords a multi-st
 
 @dataclass
 class MacroResult:
-    """Result of :func:`optimize_properties`.
+    """Result of `optimize_properties`.
 
     Attributes
     ----------
@@ -223,7 +223,7 @@ class PropertyObjective:
 
 
 def macro_settings(problem: Problem, family=None) -> dict:
-    """Default :func:`optimize_properties` settings for a problem.
+    """Default `optimize_properties` settings for a problem.
 
     Small grids in database mode get a multi-start (five diverse uniform starts, 300 evaluations
     each, the best continued to 2,000 evaluations, MMA restarted every 300): the bridge's feasible
@@ -293,17 +293,17 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
     Parameters
     ----------
     problem : Problem
-        Grid, prescribed displacements and targets (e.g. :func:`metasys.problems.bridge`).
+        Grid, prescribed displacements and targets (e.g. `metasys.problems.bridge`).
     database : Database, optional
         Full-database mode: properties bounded by the database's box, feasibility through its
-        signed-distance field (HPI constraint). Default: :meth:`metasys.Database.default` when no
+        signed-distance field (HPI constraint). Default: `metasys.Database.default` when no
         ``family`` is given. Any object with ``properties`` (N, 4) and ``feasibility(p)`` works.
     family : Gradation or array (K, 4), optional
         Family mode: one position ``t`` in [0, 1] per element along this gradation (e.g.
-        :func:`metasys.families.paper_gradation`) or along the polyline through ordered properties.
+        `metasys.families.paper_gradation`) or along the polyline through ordered properties.
     start : None, "multi", array (4,), (K, 4) or (H, W, 4) properties (database mode) / scalar or (H, W) positions (family mode)
         Initial design; default the database's median properties (if feasible) or t = 0.5. Several
-        candidates (K, 4) (or ``"multi"``: :func:`candidate_starts`) start a multi-start: each runs
+        candidates (K, 4) (or ``"multi"``: `candidate_starts`) start a multi-start: each runs
         ``pilot_iterations`` evaluations from its uniform design, the best one continues. Pilot
         evaluations count towards ``max_iterations`` and appear in the history.
     max_iterations : int

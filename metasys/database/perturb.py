@@ -5,10 +5,10 @@ perturbation algorithm [that] perturbs microstructure geometries that correspond
 sparse properties; the extremeness and sparsity are measured by the distance to the boundary and
 the number of neighbouring microstructures in the property space" (following Wang et al. 2020,
 "Deep generative modeling for mechanistic-based learning and design of metamaterial systems").
-This module provides the three pieces of one round: :func:`select_parents` (weights from
-:func:`selection_weights`), :func:`perturb` (random smooth shape changes of the parents) and the
-:func:`coverage` metric of the property space. Children are repaired and validated by
-:mod:`metasys.database.repair` before they are homogenized.
+This module provides the three pieces of one round: `select_parents` (weights from
+`selection_weights`), `perturb` (random smooth shape changes of the parents) and the
+`coverage` metric of the property space. Children are repaired and validated by
+`metasys.database.repair` before they are homogenized.
 
 Properties are rows ``p = (C11, C12, C22, C33)``; cells follow the package conventions (``cell[r, c]``,
 row 0 at the bottom, 1 = solid, doubly mirror-symmetric).
@@ -69,7 +69,7 @@ def _disks(rng: np.random.Generator, n: int, qy: int, qx: int, radius: tuple[flo
 
 def _perturb_quarters(q: np.ndarray, rng: np.random.Generator, strength: float, amplitude: float, smoothing: float,
                       sigma_range: tuple[float, float], morph_probability: float, blob_radius: tuple[float, float]) -> np.ndarray:
-    """One perturbation of quarters q (N, qy, qx) bool; see :func:`perturb`."""
+    """One perturbation of quarters q (N, qy, qx) bool; see `perturb`."""
     n, qy, qx = q.shape
     # (a) level set: smoothed indicator (zero on the boundary) plus a smooth random field. Across a
     # straight boundary |grad phi| = 2 / (sqrt(2 pi) smoothing) ~ 0.8 / pixel, so the boundary moves
@@ -135,7 +135,7 @@ def perturb(cells, rng, strength: float = 1.0, *, amplitude: float = 0.5, smooth
     Returns
     -------
     bool array of the same shape as ``cells``, doubly mirror-symmetric. Children are not
-    repaired: run :func:`metasys.database.repair.repair` on them.
+    repaired: run `metasys.database.repair.repair` on them.
     """
     x, single = as_cells(cells)
     n, ny, nx = x.shape
@@ -226,7 +226,7 @@ def selection_weights(properties, n_bins: int = 20) -> np.ndarray:
 
 
 def select_parents(properties, n: int, rng, n_bins: int = 20) -> np.ndarray:
-    """Indices (n,) of parents drawn with replacement with :func:`selection_weights`; ``rng``: Generator or seed."""
+    """Indices (n,) of parents drawn with replacement with `selection_weights`; ``rng``: Generator or seed."""
     if int(n) < 0:
         raise InvalidValueError(f"n: expected a number of parents >= 0, got {n!r}")
     w = selection_weights(properties, n_bins)

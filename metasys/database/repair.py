@@ -7,7 +7,7 @@ tile into a single connected solid (checked on a 3x3 tiling).
 Cells are binary, ``cell[r, c]`` with row 0 at the bottom, 1 = solid, periodic (they tile the plane)
 and, in the database, mirror-symmetric about both mid-lines. Every neighbourhood below is taken on
 the torus (indices wrap). The four mirror symmetries of a cell map the torus onto itself and map
-4-neighbours to 4-neighbours and 2x2 blocks to 2x2 blocks, so every step of :func:`repair` that is
+4-neighbours to 4-neighbours and 2x2 blocks to 2x2 blocks, so every step of `repair` that is
 defined from the pattern alone (no choice among equal candidates) maps a symmetric cell to a
 symmetric cell; the one step that could choose (the largest component) keeps all ties.
 
@@ -269,6 +269,6 @@ def validity_report(cells) -> dict[str, np.ndarray]:
 
 
 def is_valid(cells):
-    """True where a cell meets every criterion of :func:`validity_report`; bool (N,) (scalar for one cell)."""
+    """True where a cell meets every criterion of `validity_report`; bool (N,) (scalar for one cell)."""
     report = validity_report(cells)
     return np.logical_and.reduce(list(report.values()))

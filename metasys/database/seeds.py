@@ -128,11 +128,11 @@ def sample_targets(n: int, rng: np.random.Generator, material: Material = Materi
                    max_volume_fraction: float = MAX_VOLUME_FRACTION, max_coupling: float = MAX_COUPLING) -> np.ndarray:
     """Target property vectors sampled uniformly over the admissible part of a box.
 
-    Each component is uniform in ``box * (D11, D12, D22, D33)`` (default :data:`TARGET_BOX`, D the
+    Each component is uniform in ``box * (D11, D12, D22, D33)`` (default `TARGET_BOX`, D the
     solid's stiffness); a sample is kept only if
 
     * it is positive definite with margin: ``|C12| <= max_coupling * sqrt(C11 C22)`` (``max_coupling``
-      < 1; see :data:`MAX_COUPLING`), and
+      < 1; see `MAX_COUPLING`), and
     * ``required_volume_fraction(C) <= max_volume_fraction`` (Voigt and Hashin-Shtrikman bounds).
 
     Rejection keeps the accepted samples uniform over the admissible region. Note that, the region
@@ -219,7 +219,7 @@ def filter_quarter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def filter_quarter_adjoint(g: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Transpose of :func:`filter_quarter` applied to a quarter sensitivity ``g`` (q, q).
+    """Transpose of `filter_quarter` applied to a quarter sensitivity ``g`` (q, q).
 
     The filtered cell is mirror-symmetric (the kernel is symmetric and the torus reflections commute
     with it), so ``filter_quarter = fold(conv(mirror(x))) / 4``; its transpose is the same map,
@@ -335,7 +335,7 @@ def optimize_seed(target, rng: np.random.Generator | None, material: Material = 
         ``xtol`` ends the stage after two evaluations on some starts (nlopt issue #65); 1e-3 lets
         MMA move from the start.
     x0 : array (resolution/2, resolution/2), optional
-        Initial quarter design; default :func:`initial_design` drawn from ``rng``.
+        Initial quarter design; default `initial_design` drawn from ``rng``.
 
     Returns
     -------
@@ -421,7 +421,7 @@ def optimize_seed(target, rng: np.random.Generator | None, material: Material = 
 
 
 def optimize_seeds(targets, seeds, material: Material = Material(), **kwargs) -> list[SeedResult]:
-    """:func:`optimize_seed` for each target (n, 4) with ``np.random.default_rng(seeds[i])``.
+    """`optimize_seed` for each target (n, 4) with ``np.random.default_rng(seeds[i])``.
 
     Each call is independent (a plain loop: this is what one dask task runs on a chunk), and the
     result of a (target, seed) pair does not depend on the chunk it is in.

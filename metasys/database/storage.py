@@ -63,7 +63,7 @@ def pack_cells(cells: np.ndarray) -> np.ndarray:
 
 
 def unpack_cells(rows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`pack_cells`."""
+    """Inverse of `pack_cells`."""
     n = shape[0] * shape[1]
     return np.unpackbits(rows, axis=1, count=n).reshape(len(rows), *shape).astype(bool)
 
@@ -98,7 +98,7 @@ def as_binary_cells(cells, resolution: tuple[int, int], name: str = "cells") -> 
 
 @dataclass
 class VerificationReport:
-    """Result of :meth:`Database.verify`: ``ok`` and a list of human-readable problems."""
+    """Result of `Database.verify`: ``ok`` and a list of human-readable problems."""
 
     path: str
     n_cells: int
@@ -117,7 +117,7 @@ class VerificationReport:
 class Database:
     """A database of binary microstructures and their homogenized stiffness.
 
-    Open one with :meth:`open`, :meth:`create` or :meth:`default`. Metadata, properties, stiffness,
+    Open one with `open`, `create` or `default`. Metadata, properties, stiffness,
     hashes and provenance are held in memory; cells are read from the file on demand.
 
     Examples

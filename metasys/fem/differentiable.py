@@ -78,7 +78,7 @@ def homogenize_jax(density, material: Material = Material()):
     Returns
     -------
     C : JAX array (..., 3, 3)
-        Same values as :func:`metasys.fem.homogenize`; works under ``jax.grad``, ``jax.vjp``,
+        Same values as `metasys.fem.homogenize`; works under ``jax.grad``, ``jax.vjp``,
         ``jax.jit`` and ``jax.vmap``.
     """
     density = jnp.asarray(density)

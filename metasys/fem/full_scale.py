@@ -383,7 +383,7 @@ def solve_full_scale(
     components (of any solid pixel when no edge condition reaches solid), whose component is then
     kept too. Edge-connected pixel groups hanging from the rest by one corner node only (a free
     hinge) are removed as well; both kinds count in ``n_components_removed``. A kept component
-    that is still free to move rigidly raises :class:`SolverError` before the solve. Rarer
+    that is still free to move rigidly raises `SolverError` before the solve. Rarer
     mechanisms, such as a straight diagonal chain of corner-connected pixels, are kept: no load acts
     on them, so the system stays consistent, the rest of the solution is unaffected and only their
     own displacement is not unique.

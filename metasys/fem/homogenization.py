@@ -244,7 +244,7 @@ def _symmetric_solution(moduli: np.ndarray, material: Material):
     """Node fluctuations (N, ny + 1, nx + 1, 2, 3) of doubly mirror-symmetric cells from two quarter solves.
 
     Same field as the periodic solve (node 0 fixed), at about 5x less cost: the quarter problems
-    with symmetry conditions are what :func:`homogenize` solves for C.
+    with symmetry conditions are what `homogenize` solves for C.
     """
     n, ny, nx = moduli.shape
     qy, qx = ny // 2, nx // 2
@@ -288,7 +288,7 @@ def _element_displacements(nodes: np.ndarray, rows, cols, u0: np.ndarray) -> np.
 def homogenize_fields(cells, material: Material = Material()) -> CellFields:
     """Homogenized stiffness with displacement, stress and boundary traction fields.
 
-    See :func:`homogenize` for the parameters; always returns batched arrays (leading N).
+    See `homogenize` for the parameters; always returns batched arrays (leading N).
     Doubly mirror-symmetric cells (database cells) are solved on their quarter.
     """
     rho = as_density(cells)
@@ -306,7 +306,7 @@ def homogenize_fields(cells, material: Material = Material()) -> CellFields:
 def boundary_tractions(cells, material: Material = Material()) -> dict:
     """Boundary traction profiles of cells under the three unit macro strains.
 
-    The ``tractions`` of :func:`homogenize_fields` without the interior fields: dict edge ->
+    The ``tractions`` of `homogenize_fields` without the interior fields: dict edge ->
     array (N, 3, n_edge, 2) for ``left``/``right``/``bottom``/``top``. About 4x faster for
     doubly symmetric cells (the cost of compatibility measures over many candidate cells).
     """

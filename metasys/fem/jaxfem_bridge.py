@@ -1,4 +1,4 @@
-"""Periodic homogenization assembled by jax-fem: an independent cross-check of :func:`metasys.fem.homogenize`.
+"""Periodic homogenization assembled by jax-fem: an independent cross-check of `metasys.fem.homogenize`.
 
 jax-fem builds the global stiffness of the pixel cell from its own QUAD4 element (basix shape functions,
 2 x 2 Gauss rule, Jacobian by forward-mode differentiation of the weak form); metasys only adds the
@@ -149,8 +149,8 @@ def _assemble(rho: np.ndarray, material: Material) -> sp.csr_array:
 def homogenize_jaxfem(cells, material: Material = Material()) -> np.ndarray:
     """Homogenized stiffness under periodic boundary conditions, with jax-fem's assembly.
 
-    Same model and conventions as :func:`metasys.fem.homogenize` (one Q4 element per pixel, cell of
-    side 1, Voigt with engineering shear), solved independently: K from :func:`assemble_jaxfem`,
+    Same model and conventions as `metasys.fem.homogenize` (one Q4 element per pixel, cell of
+    side 1, Voigt with engineering shear), solved independently: K from `assemble_jaxfem`,
     periodicity by a prolongation P, ``P^T K P w = -P^T K u0`` per unit macro strain by a sparse LU,
     ``C_ij = (u0_i + P w_i)^T K (u0_j + P w_j)``. Meant for cross-checks and benchmarks, not speed.
 

@@ -41,7 +41,7 @@ class MacroModel:
     ----------
     width, height : int
         Number of cells W, H.
-    conditions : sequence of :class:`metasys.fem.boundary.Prescribed`
+    conditions : sequence of `metasys.fem.boundary.Prescribed`
         Prescribed displacements; they must remove the rigid-body motions.
     """
 

@@ -1,6 +1,6 @@
 """Latent space of microstructures: VAE + property regressor (paper Sec. 3-4.1).
 
-``LatentModel`` (see :mod:`metasys.latent.api`) loads a trained model and offers encode / decode /
+``LatentModel`` (see `metasys.latent.api`) loads a trained model and offers encode / decode /
 to_cells / predict / interpolate / traverse / semantic arrows / PCA. TensorFlow is imported only
 when a model is built or loaded.
 """

@@ -42,8 +42,8 @@ class LatentPCA:
 class LatentModel:
     """A trained VAE + property regressor.
 
-    Open one with :meth:`load` (a model directory written by ``metasys train vae``) or
-    :meth:`default` (the shipped ``databases/vae``). Cells are (N, 50, 50) arrays (row 0 at the
+    Open one with `load` (a model directory written by ``metasys train vae``) or
+    `default` (the shipped ``databases/vae``). Cells are (N, 50, 50) arrays (row 0 at the
     bottom), latent codes (N, 16) arrays; a single cell (50, 50) or code (16,) gives unbatched
     results.
 
@@ -115,7 +115,7 @@ class LatentModel:
 
     @property
     def database(self):
-        """The database of :meth:`latent_codes`, :meth:`arrow`, :meth:`pca` (the training database by default)."""
+        """The database of `latent_codes`, `arrow`, `pca` (the training database by default)."""
         if self._database is None:
             from ..database import Database
 
@@ -200,7 +200,7 @@ class LatentModel:
 
         The decoded probabilities are symmetrized (average of the four mirror images), pixels with
         probability above ``threshold`` become solid (0.9 as in the paper, Sec. 3.2), and
-        :func:`metasys.database.repair.repair` removes isolated pixels and checkerboards and keeps
+        `metasys.database.repair.repair` removes isolated pixels and checkerboards and keeps
         the largest connected solid.
         """
         from ..database.repair import repair
@@ -238,7 +238,7 @@ class LatentModel:
     def traverse(self, z, axis, steps: int = 7, size: float = 0.5) -> np.ndarray:
         """Codes along a direction through ``z``, centred on it (paper Fig. 7, 9, 10).
 
-        ``axis`` is a latent axis (int) or a direction vector (16,) (e.g. :meth:`arrow`; used as
+        ``axis`` is a latent axis (int) or a direction vector (16,) (e.g. `arrow`; used as
         given, not normalized). Point ``k`` is ``z + (k - (steps - 1) / 2) * size * direction``.
         Returns (steps, 16) for one code, (N, steps, 16) for N codes.
         """
@@ -261,7 +261,7 @@ class LatentModel:
 
     # ------------------------------------------------------- database in latent space
     def latent_codes(self) -> np.ndarray:
-        """Posterior means (N, 16) of every cell of :attr:`database`.
+        """Posterior means (N, 16) of every cell of `database`.
 
         Computed once and cached next to the model as ``latent_codes_<fingerprint>.npy``.
         """
@@ -287,7 +287,7 @@ class LatentModel:
         return codes
 
     def arrow(self, kind: str, normalize: bool = True) -> np.ndarray:
-        """Semantic arrow (16,) from the latent cluster centres of :attr:`database` (paper Sec. 4.1).
+        """Semantic arrow (16,) from the latent cluster centres of `database` (paper Sec. 4.1).
 
         ``kind``: ``"C11"``, ``"C12"``, ``"C22"``, ``"C33"`` (centre of the 30% of cells with the
         highest value minus centre of the 30% with the lowest), ``"poisson"`` (same with
@@ -322,7 +322,7 @@ class LatentModel:
         return a.astype(np.float32)
 
     def pca(self, n: int = 2) -> LatentPCA:
-        """PCA (scikit-learn) of the latent codes of :attr:`database` (paper Fig. 8)."""
+        """PCA (scikit-learn) of the latent codes of `database` (paper Fig. 8)."""
         from sklearn.decomposition import PCA
 
         if not 1 <= int(n) <= self.latent_dim:

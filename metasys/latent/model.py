@@ -3,7 +3,7 @@
 Network
 -------
 Database cells are orthotropic: each is the mirror image of its bottom-left 25x25 quarter
-(``cell[:25, :25]``, :func:`metasys.fem.mirror_quarter`). The networks therefore work on that
+(``cell[:25, :25]``, `metasys.fem.mirror_quarter`). The networks therefore work on that
 quarter: the encoder reads it (for a cell that is not exactly symmetric, the average of its four
 mirrored quarters), the decoder writes the quarter's solid probabilities and they are mirrored
 back to 50x50. A decoded cell is symmetric by construction and an epoch costs a quarter of the
@@ -214,7 +214,7 @@ def make_vae_class():
 
 
 def build_vae(hyper: dict | None = None):
-    """A built VAE model for ``hyper`` (defaults: :data:`DEFAULT_HYPER`)."""
+    """A built VAE model for ``hyper`` (defaults: `DEFAULT_HYPER`)."""
     h = dict(DEFAULT_HYPER)
     h.update(hyper or {})
     vae = make_vae_class()(h, name="vae")

@@ -1,4 +1,4 @@
-"""Training of the VAE + regressor on a :class:`~metasys.Database` (``metasys train vae``).
+"""Training of the VAE + regressor on a `metasys.Database` (``metasys train vae``).
 
 A model directory holds::
 

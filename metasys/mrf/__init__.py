@@ -1,10 +1,10 @@
 """Compatible aperiodic assembly: MRF over candidate sets solved by dual decomposition (VAE paper Sec. 5.1, Eq. 16-17).
 
-- :func:`mrf_from_candidates` builds the MRF (node cost ``||p - p_target||_inf``, edge cost
-  ``theta_G + weight * theta_M``) as an :class:`MRFModel` (arrays; ``to_pgmpy()`` for pgmpy);
-- :func:`solve_mrf` minimizes it by dual decomposition into chains;
-- :func:`assemble` places the chosen cells and reports compatibility statistics;
-- :func:`read_uai`, :func:`read_opengm`, :func:`write_opengm` move models to and from other tools.
+- `mrf_from_candidates` builds the MRF (node cost ``||p - p_target||_inf``, edge cost
+  ``theta_G + weight * theta_M``) as an `MRFModel` (arrays; ``to_pgmpy()`` for pgmpy);
+- `solve_mrf` minimizes it by dual decomposition into chains;
+- `assemble` places the chosen cells and reports compatibility statistics;
+- `read_uai`, `read_opengm`, `write_opengm` move models to and from other tools.
 """
 
 from .assembly import Assembly, assemble, count_components, place_cells

@@ -15,7 +15,7 @@ from .solver import MRFResult
 
 @dataclass
 class Assembly:
-    """Result of :func:`assemble`.
+    """Result of `assemble`.
 
     Attributes
     ----------
@@ -73,13 +73,13 @@ def assemble(candidates, labels, *, mechanical: bool = True, tractions: Traction
     Parameters
     ----------
     candidates : Candidates-like or array (H, W, L, n, n)
-        Object with ``cells`` (H, W, L, n, n) (see :func:`mrf_from_candidates`), or the cells array.
+        Object with ``cells`` (H, W, L, n, n) (see `mrf_from_candidates`), or the cells array.
     labels : int array (H*W,) or (H, W), or MRFResult
         Chosen candidate per element; node ``j * W + i`` / entry ``[j, i]`` is element (i, j).
     mechanical : bool
         Also compute theta_M (needs the boundary tractions of the chosen cells; cached).
     tractions : TractionCache, optional
-        Cache for the traction profiles (default: the module-level cache used by :func:`mrf_from_candidates`).
+        Cache for the traction profiles (default: the module-level cache used by `mrf_from_candidates`).
     material : Material
         Base material of the cells.
 

@@ -10,8 +10,8 @@ A cell's traction profile on its vertical boundary is the mean of the two one-si
 at its left and right sides (the same line of the periodic cell): the one-sided estimates of one
 cell differ by theta_M up to 0.18 on database cells (the stress of a Q4 pixel is discontinuous), so
 a cell next to a copy of itself would not get theta_M = 0 otherwise. Likewise bottom/top for the
-horizontal boundary. Profiles come from :func:`metasys.fem.homogenization.boundary_tractions`
-(about 1,000 database cells/s on 2 cores via the quarter solve); a :class:`TractionCache` keyed
+horizontal boundary. Profiles come from `metasys.fem.homogenization.boundary_tractions`
+(about 1,000 database cells/s on 2 cores via the quarter solve); a `TractionCache` keyed
 by cell content and material keeps them, so every database cell is solved once per session.
 """
 
@@ -204,7 +204,7 @@ def mrf_from_candidates(candidates, weight: float = 1.0, tractions: TractionCach
     ----------
     candidates : Candidates-like or array (H, W, L, n, n)
         Object with ``cells`` (H, W, L, n, n) and ``errors`` (H, W, L) = ``||p - p_target||_inf``
-        (e.g. :func:`metasys.candidates.diverse_candidates`), or the cells array with ``errors=``.
+        (e.g. `metasys.candidates.diverse_candidates`), or the cells array with ``errors=``.
         Element (i, j) (column i, row j from the bottom) is ``[j, i]``; its node is ``j * W + i``.
         Non-bool cells are solid where >= 0.5.
     weight : float

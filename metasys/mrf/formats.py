@@ -65,7 +65,7 @@ def _assemble(n_states: np.ndarray, scopes: list, tables: list, constant: float 
 
 
 def read_uai(path) -> MRFModel:
-    """Read a UAI ``MARKOV`` file (pairwise and unary factors) as an :class:`MRFModel` of costs ``-ln phi``."""
+    """Read a UAI ``MARKOV`` file (pairwise and unary factors) as an `MRFModel` of costs ``-ln phi``."""
     path = Path(path)
     try:
         tokens = path.read_text().split()
@@ -172,7 +172,7 @@ def write_opengm(model, path, dataset: str = "gm") -> Path:
 
 
 def read_opengm(path, dataset: str = "gm") -> MRFModel:
-    """Read an OpenGM HDF5 model (explicit functions, orders 0-2) as an :class:`MRFModel` of costs."""
+    """Read an OpenGM HDF5 model (explicit functions, orders 0-2) as an `MRFModel` of costs."""
     path = Path(path)
     source = f"read_opengm({str(path)!r})"
     try:

@@ -49,7 +49,7 @@ class MRFModel:
                                     f"got {describe(self.n_labels)}")
 
     def __iter__(self):
-        """Unpacks as ``unary, edges, pairwise`` (the arguments of :func:`solve_mrf`)."""
+        """Unpacks as ``unary, edges, pairwise`` (the arguments of `solve_mrf`)."""
         return iter((self.unary, self.edges, self.pairwise))
 
     @property
@@ -71,7 +71,7 @@ class MRFModel:
                      + self.pairwise[np.arange(self.n_edges), x[e[:, 0]], x[e[:, 1]]].sum())
 
     def solve(self, **kwargs) -> MRFResult:
-        """:func:`solve_mrf` on this model; ``energy`` and ``lower_bound`` include ``constant``."""
+        """`solve_mrf` on this model; ``energy`` and ``lower_bound`` include ``constant``."""
         res = solve_mrf(self.unary, self.edges, self.pairwise, **kwargs)
         res.energy += self.constant
         res.lower_bound += self.constant
@@ -118,7 +118,7 @@ class MRFModel:
 
 
 def as_model(model_or_unary, edges=None, pairwise=None) -> MRFModel:
-    """An :class:`MRFModel` from a model or from the three arrays."""
+    """An `MRFModel` from a model or from the three arrays."""
     if isinstance(model_or_unary, MRFModel):
         return model_or_unary
     return MRFModel(model_or_unary, edges, pairwise)

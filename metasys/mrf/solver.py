@@ -44,7 +44,7 @@ from . import _kernels
 
 @dataclass
 class MRFResult:
-    """Result of :func:`solve_mrf`.
+    """Result of `solve_mrf`.
 
     Attributes
     ----------
