@@ -78,10 +78,11 @@ def _register_subcommands():
     train_app.command("diffusion")(train_diffusion_command)
     app.add_typer(train_app, name="train")
     app.add_typer(latent_app, name="latent")
-    from .design_cli import design
+    from .design_cli import design, export
     from .family_cli import family
 
     app.command("design")(design)
+    app.command("export")(export)
     app.command("family")(family)
 
 

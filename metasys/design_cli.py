@@ -54,6 +54,29 @@ def design(
     _summary(result, out, written)
 
 
+def export(
+    design_dir: Path = typer.Argument(..., help="A folder written by 'metasys design' (or Design.save)."),
+    path: Path = typer.Argument(..., help="Output file: .npy, .png, .svg, .vtu or .stl."),
+    deformed: bool = typer.Option(False, "--deformed", help=".png: overlay the full-scale deformed shape on the target."),
+    scale: float = typer.Option(1.0, "--scale", help="--deformed: displacement magnification."),
+    thickness: float = typer.Option(0.1, "--thickness", help=".stl: extrusion thickness in macro units (cell side 1)."),
+    missing: str = typer.Option("nan", "--missing", help=".vtu: pixels without a full-scale displacement: nan, drop or error."),
+):
+    """Export a saved design's structure to PATH (format by extension)."""
+    from .pipeline import Design
+
+    result = Design.load(design_dir)
+    suffix = path.suffix.lower()
+    options = {"deformed": True} if deformed else {}    # export_structure rejects it for formats other than .png
+    if suffix == ".png":
+        options["scale"] = scale
+    elif suffix == ".stl":
+        options["thickness"] = thickness
+    elif suffix == ".vtu":
+        options["missing"] = missing
+    console.print(f"wrote {result.export(path, **options)}")
+
+
 def _summary(result, out: Path, written: list[str]) -> None:
     r = result.report()
     table = Table(title=f"{r['problem']}: {r['grid'][0]} x {r['grid'][1]} cells ({r['mode']} mode)", show_header=False)

@@ -151,3 +151,17 @@ def test_family_mode_keeps_the_family_with_the_best_full_scale_result():
     assert d.report()["families"] == d.families
     # every chosen cell is a family member (database index) or a decoded in-between cell (-1)
     assert d.candidate_indices.shape == (2, 4, 2)
+
+
+@pytest.mark.slow
+def test_cli_export_of_a_saved_design(small_design, tmp_path):
+    small_design.save(tmp_path / "d")
+    r = run_cli("export", str(tmp_path / "d"), str(tmp_path / "s.npy"))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), small_design.structure)
+    r = run_cli("export", str(tmp_path / "d"), str(tmp_path / "s.png"), "--deformed", "--scale", "3")
+    assert r.returncode == 0 and (tmp_path / "s.png").stat().st_size > 0
+    r = run_cli("export", str(tmp_path / "d"), str(tmp_path / "s.stl"), "--deformed")
+    assert r.returncode == 2 and "deformed" in r.stderr + r.stdout
+    r = run_cli("export", str(tmp_path / "nowhere"), str(tmp_path / "s.png"))
+    assert r.returncode == 2 and "not a saved design" in r.stderr + r.stdout
