@@ -242,7 +242,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     from .candidates import diverse_candidates
     from .database import Database
     from .families import Family, family_candidates, find_families, paper_gradation
-    from .property_optimization import macro_settings, optimize_properties
+    from .property_optimization import macro_settings
 
     problem = _check_problem(problem)
     if int(k) != k or k < 1:
@@ -267,7 +267,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     if family is None:
         t = time.perf_counter()
         options = {**macro_settings(problem, None), **(macro_options or {})}
-        macro = optimize_properties(problem, database, None, **options)
+        macro = _optimize(problem, database, None, options, progress, "macro optimization")
         timings["macro"] += time.perf_counter() - t
         say(f"macro: rrmse {macro.rrmse:.4f}, {macro.feasible_fraction:.1%} feasible, {macro.iterations} evaluations "
             f"({timings['macro']:.1f} s)")
@@ -275,6 +275,8 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         cands = diverse_candidates(macro.properties, k=k, database=database, model=model, generator=generator, seed=seed,
                                    **(candidate_options or {}))
         timings["candidates"] += time.perf_counter() - t
+        say(f"candidates: {cands.indices.shape[-1]} per element, {int(np.sum(~np.asarray(cands.covered)))} uncovered "
+            f"targets ({timings['candidates']:.1f} s)")
         result = _assemble_and_verify(macro, cands, **run)
         tried = None
     else:
@@ -292,12 +294,13 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         for n, fam in enumerate(families):
             t = time.perf_counter()
             options = {**macro_settings(problem, fam.properties), **(macro_options or {})}
-            macro = optimize_properties(problem, None, fam.properties, **options)
+            macro = _optimize(problem, None, fam.properties, options, progress, f"family {n + 1} macro")
             timings["macro"] += time.perf_counter() - t
             t = time.perf_counter()
             cands = family_candidates([fam], macro.properties, model=model)
             timings["candidates"] += time.perf_counter() - t
-            say(f"family {n + 1}/{len(families)}: macro rrmse {macro.rrmse:.4f} along its {len(fam)} members")
+            say(f"family {n + 1}/{len(families)}: macro rrmse {macro.rrmse:.4f} along its {len(fam)} members, "
+                f"{cands.indices.shape[-1]} candidates per element, {int(np.sum(~np.asarray(cands.covered)))} uncovered")
             trial = _assemble_and_verify(macro, cands, **run)
             tried.append({"members": len(fam), "rrmse_macro": float(macro.rrmse), "rrmse_full": trial["rrmse_full"],
                           "chosen": False})
@@ -322,6 +325,22 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   fine_displacement=result["fine_u"])
 
 
+def _optimize(problem, database, family, options, progress, label):
+    """`optimize_properties` with a progress bar over its evaluations (a user callback still gets called)."""
+    from .progress import progress_bar
+    from .property_optimization import optimize_properties
+
+    options = dict(options)
+    user_callback = options.pop("callback", None)
+    with progress_bar(label, total=int(options.get("max_iterations", 500)), enabled=progress) as advance:
+        def callback(*args):
+            advance()
+            if user_callback is not None:
+                user_callback(*args)
+
+        return optimize_properties(problem, database, family, callback=callback, **options)
+
+
 def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_options, full_scale, progress, say,
                          timings) -> dict:
     """MRF assembly of one candidate set and its full-scale check (stages 3 and 4); adds to ``timings``."""
@@ -329,7 +348,6 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     from .mrf import assemble, mrf_from_candidates, solve_mrf
     from .property_optimization import rrmse
 
-    say(f"candidates: {cands.indices.shape[-1]} per element, {int(np.sum(~np.asarray(cands.covered)))} uncovered targets")
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
     mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
