@@ -492,6 +492,19 @@ def candidate_generator(model=None, *, max_targets: int | None = 8, max_per_targ
     return generator
 
 
+def default_generator(**options):
+    """:func:`candidate_generator` over the shipped weights, or None when ``databases/diffusion`` is missing.
+
+    ``metasys.design`` uses it for uncovered targets unless told not to; the weights load on the first call.
+    """
+    from .model import default_model_path
+
+    path = default_model_path()
+    if not ((path / "model.json").exists() and (path / "weights.msgpack").exists()):
+        return None
+    return candidate_generator(None, **options)
+
+
 def _representatives(p: np.ndarray, max_targets: int | None, seed: int):
     """(indices of the targets to optimize (r,), group of each target (m,) in 0..r-1)."""
     m = len(p)
