@@ -205,3 +205,26 @@ def test_latent_plot_cli(tiny, tmp_path):
         assert (tmp_path / "fig" / name).stat().st_size > 1000
     bad = CliRunner().invoke(latent_app, ["plot", "--model", str(tmp_path), "--out", str(tmp_path / "fig2")])
     assert bad.exit_code != 0 and "model.json" in bad.output
+
+
+def test_regressor_refit_keeps_encoder_and_decoder(model, tiny, tmp_path):
+    db, out = tiny
+    copy = tmp_path / "model"
+    shutil.copytree(out, copy)
+    cells = db.get_cells(np.arange(12))
+    z_before = model.encode(cells)
+    runner = CliRunner()
+    result = runner.invoke(train_app, ["regressor", "--model", str(copy), "--db", str(db.path), "--units", "24,12",
+                                       "--epochs", "3", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    refit = LatentModel.load(copy, database=db)
+    np.testing.assert_array_equal(refit.encode(cells), z_before)
+    np.testing.assert_array_equal(refit.decode(z_before), model.decode(z_before))
+    meta = json.loads((copy / "model.json").read_text())
+    assert meta["hyper"]["regressor_units"] == [24, 12]
+    record = meta["regressor_refit"]
+    assert record["epochs_run"] == 3 and len(record["val_r2_after"]) == 4
+    assert record["command"].startswith("metasys train regressor")
+    assert refit.predict(z_before).shape == (12, 4)
+    bad = runner.invoke(train_app, ["regressor", "--model", str(copy), "--db", str(db.path), "--units", "a,b"])
+    assert bad.exit_code == 2 and "--units" in bad.output

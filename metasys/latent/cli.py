@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..errors import MetasysError
+from ..errors import InvalidValueError, MetasysError
 
 train_app = typer.Typer(help="Train the learned models.", no_args_is_help=True)
 latent_app = typer.Typer(help="Explore the latent space of a trained VAE.", no_args_is_help=True)
@@ -72,6 +72,35 @@ def vae(
     t = meta["training"]
     console.print(f"{out}: {t['epochs_run']} epochs, {t['status']}, best validation loss {t['best_val_loss']:.4g}, "
                   f"{t['training_time_s']:.0f} s")
+
+
+@train_app.command("regressor")
+def regressor(
+    model: Path = typer.Option(..., "--model", help="Model directory written by 'metasys train vae' (rewritten in place)."),
+    db: Path = typer.Option(None, "--db", help="The database the model was trained on (default: the shipped one)."),
+    units: str = typer.Option("128,128", "--units", help="Hidden layer widths of the new regressor head, comma-separated."),
+    epochs: int = typer.Option(200, "--epochs", help="Maximum number of epochs."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a lower validation error."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialization and the shuffling."),
+):
+    """Refit the property regressor on the frozen posterior means (encoder and decoder unchanged)."""
+    try:
+        try:
+            widths = [int(u) for u in units.split(",")]
+        except ValueError:
+            raise InvalidValueError(f"--units: expected comma-separated integers, got {units!r}") from None
+        database = _open_db(db)
+        from .regressor import refit_regressor
+
+        args = sys.argv[1:]
+        args = args[args.index("regressor") + 1:] if "regressor" in args else args
+        refit_regressor(model, database, units=widths, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        patience=patience, seed=seed, command="metasys train regressor " + " ".join(shlex.quote(a) for a in args),
+                        log=console.print)
+    except MetasysError as exc:
+        _fail(exc)
 
 
 @latent_app.command("plot")
