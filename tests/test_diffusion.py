@@ -172,11 +172,12 @@ def test_generate_cells_reduces_loss_and_reports_binary_stiffness(tiny_model, tm
     gen = candidate_generator(tiny_model, gammas=(5.0,), max_iter=2)
     out = gen(np.array([[0.35, 0.12, 0.35, 0.09], [0.2, 0.05, 0.3, 0.05]]), n_per_target=1, seed=0)
     assert out.shape == (2, 1, 50, 50) and out.dtype == bool
-    # bounded cost: 3 targets grouped into one optimized target, one design repeated into both slots
-    capped = candidate_generator(tiny_model, gammas=(5.0,), max_iter=1, max_targets=1, max_per_target=1)
+    # bounded cost: 3 targets grouped into 2 optimized targets, one design each repeated into both slots
+    capped = candidate_generator(tiny_model, gammas=(5.0,), max_iter=1, max_targets=2, max_per_target=1)
     three = capped(np.array([[0.35, 0.12, 0.35, 0.09], [0.36, 0.12, 0.35, 0.09], [0.2, 0.05, 0.3, 0.05]]), 2, seed=0)
-    assert three.shape == (3, 2, 50, 50) and len(capped.last_result) == 1
-    assert np.all(three == three[0, 0]) and list(capped.last_assignment) == [0, 0, 0]
+    assert three.shape == (3, 2, 50, 50) and len(capped.last_result) == 2
+    a = capped.last_assignment
+    assert a[0] == a[1] != a[2] and np.array_equal(three[0], three[1]) and np.array_equal(three[:, 0], three[:, 1])
     db = Database.create(tmp_path / "db.h5")
     idx = append_generated(db, gen.last_result)
     assert len(idx) == len(np.unique(out.reshape(2, -1), axis=0))
@@ -282,7 +283,7 @@ def test_cli_trains_and_resumes(tmp_path):
     db = Database.create(tmp_path / "db.h5")
     db.append(synthetic_cells(6))
     args = ["diffusion", "--db", str(db.path), "--out", str(tmp_path / "m"), "--steps", "3", "--batch-size", "2",
-            "--channels", "4", "--quiet", "--seed", "1"]
+            "--channels", "4", "--channel-mults", "1,2", "--attention-levels", "1", "--quiet", "--seed", "1"]
     res = CliRunner().invoke(_cli(), args)
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "m/model.json").read_text())
@@ -291,7 +292,8 @@ def test_cli_trains_and_resumes(tmp_path):
     res = CliRunner().invoke(_cli(), args)
     assert res.exit_code == 0 and "already finished" in res.output
     m = DiffusionModel.load(tmp_path / "m")
-    assert m.config == UNetConfig(channels=4) and m.sample_cells(1).shape == (1, 50, 50)
+    assert m.config == UNetConfig(channels=4, channel_mults=(1, 2), attention_levels=(1,))
+    assert m.sample_cells(1).shape == (1, 50, 50)
 
 
 # --- hyperelastic response (jax-fem Problem + metasys Newton + adjoint); these switch JAX to float64 -------------
