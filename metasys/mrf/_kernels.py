@@ -13,6 +13,30 @@ import numpy as np
 
 
 @numba.njit(cache=True)
+def _forward(k0, k1, theta, pairwise, link_edge, link_flip, msg, back):
+    """Forward min-sum messages of the chain of copies k0 .. k1 - 1 (msg, back rows k0 .. k1 - 1)."""
+    n_labels = theta.shape[1]
+    for b in range(n_labels):
+        msg[k0, b] = theta[k0, b]
+    for k in range(k0 + 1, k1):
+        e = link_edge[k - 1]
+        flip = link_flip[k - 1]
+        for b in range(n_labels):
+            best = np.inf
+            arg = 0
+            for a in range(n_labels):
+                if flip:
+                    val = msg[k - 1, a] + pairwise[e, b, a]
+                else:
+                    val = msg[k - 1, a] + pairwise[e, a, b]
+                if val < best:
+                    best = val
+                    arg = a
+            msg[k, b] = best + theta[k, b]
+            back[k, b] = arg
+
+
+@numba.njit(cache=True)
 def viterbi_chains(theta, pairwise, chain_ptr, link_edge, link_flip, labels, values, msg, back):
     """Exact min-sum DP on every chain; writes the argmin labels per copy and the minimum per chain.
 
@@ -23,24 +47,7 @@ def viterbi_chains(theta, pairwise, chain_ptr, link_edge, link_flip, labels, val
     for c in range(n_chains):
         k0 = chain_ptr[c]
         k1 = chain_ptr[c + 1]
-        for b in range(n_labels):
-            msg[k0, b] = theta[k0, b]
-        for k in range(k0 + 1, k1):
-            e = link_edge[k - 1]
-            flip = link_flip[k - 1]
-            for b in range(n_labels):
-                best = np.inf
-                arg = 0
-                for a in range(n_labels):
-                    if flip:
-                        val = msg[k - 1, a] + pairwise[e, b, a]
-                    else:
-                        val = msg[k - 1, a] + pairwise[e, a, b]
-                    if val < best:
-                        best = val
-                        arg = a
-                msg[k, b] = best + theta[k, b]
-                back[k, b] = arg
+        _forward(k0, k1, theta, pairwise, link_edge, link_flip, msg, back)
         best = np.inf
         arg = 0
         for b in range(n_labels):
@@ -117,24 +124,7 @@ def chain_descent(x, unary, pairwise, eu, ev, adj_ptr, adj_edge, chain_ptr, copy
                         j = x[eu[e]]
                         for a in range(n_labels):
                             cond[k, a] += pairwise[e, j, a]
-            for b in range(n_labels):
-                msg[k0, b] = cond[k0, b]
-            for k in range(k0 + 1, k1):
-                e = link_edge[k - 1]
-                flip = link_flip[k - 1]
-                for b in range(n_labels):
-                    best = np.inf
-                    arg = 0
-                    for a in range(n_labels):
-                        if flip:
-                            val = msg[k - 1, a] + pairwise[e, b, a]
-                        else:
-                            val = msg[k - 1, a] + pairwise[e, a, b]
-                        if val < best:
-                            best = val
-                            arg = a
-                    msg[k, b] = best + cond[k, b]
-                    back[k, b] = arg
+            _forward(k0, k1, cond, pairwise, link_edge, link_flip, msg, back)
             # keep the current labels on ties so the descent terminates
             cur = x[copy_node[k1 - 1]]
             best = msg[k1 - 1, cur]
