@@ -12,7 +12,22 @@ from .mrf import MRFModel, MRFResult, assemble, mrf_from_candidates, solve_mrf
 from .pipeline import Design, design
 from .property_optimization import MacroResult, optimize_properties
 
-__all__ = ["Candidates", "Database", "Design", "Family", "Gradation", "LatentModel", "MRFModel", "MRFResult", "MacroResult",
-    "Material", "assemble", "design", "diverse_candidates", "diversity", "family_candidates", "find_families",
-    "greedy_candidates", "homogenize", "mrf_from_candidates", "optimize_properties", "paper_gradation", "problems",
-    "solve_mrf", "__version__"]
+__all__ = [
+    "Candidates", "Database", "Design", "Family", "GeneratedCells", "Gradation", "LatentModel", "MRFModel", "MRFResult",
+    "MacroResult", "Material", "assemble", "design", "diverse_candidates", "diversity", "family_candidates",
+    "find_families", "generate_cells", "greedy_candidates", "homogenize", "mrf_from_candidates", "optimize_properties",
+    "paper_gradation", "problems", "solve_mrf", "__version__"]
+
+
+_LAZY = {"generate_cells": "metasys.diffusion", "GeneratedCells": "metasys.diffusion"}
+"""Names whose modules load JAX: imported on first use so that ``import metasys`` stays light."""
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

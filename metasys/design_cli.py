@@ -19,6 +19,9 @@ def design(
     seed: int = typer.Option(0, "--seed", help="Seed of every stochastic step."),
     db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
     model: Path = typer.Option(None, "--model", help="Latent model folder (default: the shipped databases/vae)."),
+    generator: bool = typer.Option(True, "--generator/--no-generator",
+                                   help="Generate cells with the shipped diffusion prior for targets the database "
+                                        "does not cover (used only where closer than database cells)."),
     thickness: float = typer.Option(0.1, "--thickness", help="STL extrusion thickness in macro units (cell side 1)."),
     no_exports: bool = typer.Option(False, "--no-exports", help="Write only structure.npy, report.json and the plots."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
@@ -38,7 +41,8 @@ def design(
 
         latent = LatentModel.load(model, database=database)
     console.print(f"[bold]metasys design[/] {spec.name}: {spec.width} x {spec.height} cells -> {out}")
-    result = run(spec, database, latent, seed=seed, k=k, progress=not quiet, log=None if quiet else console.print)
+    result = run(spec, database, latent, seed=seed, k=k, generator="auto" if generator else None, progress=not quiet,
+                 log=None if quiet else console.print)
     result.save(out)
     plot_property_maps(result.properties, out / "properties.png", title=f"{spec.name}: optimized properties")
     plot_deformed(result.full_displacement, spec, out / "full_scale_deformed.png",
@@ -87,6 +91,7 @@ def _summary(result, out: Path, written: list[str]) -> None:
     table.add_row("solid components", str(r["n_components"]))
     table.add_row("neighbour pairs with theta_G = 0", f"{r['theta_G_zero_fraction']:.1%}")
     table.add_row("uncovered targets", str(r["uncovered_elements"]))
+    table.add_row("chosen cells not in the database", str(r["cells_not_in_database"]))
     for stage, seconds in r["timings"].items():
         table.add_row(f"time {stage}", f"{seconds:.1f} s")
     console.print(table)

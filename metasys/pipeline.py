@@ -34,6 +34,10 @@ from .problems import Problem
 FORMAT = "metasys-design"
 FORMAT_VERSION = 1
 STAGES = ("macro", "candidates", "assembly", "full_scale")
+AUTO_GENERATOR = {"max_targets": 2, "max_per_target": 2, "max_iter": 20}
+"""Budget of ``design(generator="auto")``: uncovered targets are grouped into at most ``max_targets`` k-means
+groups, each group's representative gets ``max_per_target`` noise-optimized cells (``max_iter`` BFGS iterations
+per projection stage)."""
 
 
 @dataclass
@@ -102,6 +106,12 @@ class Design:
         return (f"Design({self.problem.name!r}, {self.problem.width}x{self.problem.height} cells, rrmse_macro="
                 f"{self.rrmse_macro:.4f}, rrmse_full={self.rrmse_full:.4f}, components={self.compatibility.get('n_components')})")
 
+    @property
+    def n_not_in_database(self) -> int:
+        """Chosen cells that are not database cells: generated (database mode) or decoded family cells."""
+        chosen = np.take_along_axis(np.asarray(self.candidate_indices), np.asarray(self.labels)[..., None], axis=-1)
+        return int(np.count_nonzero(chosen < 0))
+
     def report(self) -> dict:
         """The summary written to ``report.json`` (plain JSON types)."""
         return {
@@ -111,7 +121,8 @@ class Design:
             "n_components": int(self.compatibility.get("n_components", -1)),
             "theta_G_zero_fraction": float(self.compatibility.get("theta_G_zero_fraction", float("nan"))),
             "compatibility": {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in self.compatibility.items()},
-            "uncovered_elements": int(self.uncovered), "timings": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "uncovered_elements": int(self.uncovered), "cells_not_in_database": self.n_not_in_database,
+            "timings": {k: round(float(v), 3) for k, v in self.timings.items()},
             "seed": int(self.seed), "versions": self.versions,
             **({"families": self.families} if self.families is not None else {}),
         }
@@ -198,7 +209,7 @@ def _check_problem(problem) -> Problem:
     return problem
 
 
-def design(problem, database=None, model=None, family=None, *, seed: int = 0, k: int = 10, generator=None,
+def design(problem, database=None, model=None, family=None, *, seed: int = 0, k: int = 10, generator="auto",
            macro_options: dict | None = None, mrf_options: dict | None = None, candidate_options: dict | None = None,
            full_scale: bool = True, progress: bool = True, log=None) -> Design:
     """Design a multiscale metamaterial structure for ``problem`` and verify it at full scale.
@@ -222,8 +233,12 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         Seed of every stochastic step (k-means, families, generator).
     k : int
         Candidates per element (MRF labels) in database mode.
-    generator : callable, optional
-        Supplies cells for uncovered targets (see `metasys.diverse_candidates`).
+    generator : "auto", callable or None
+        Supplies cells for uncovered targets, i.e. those with fewer than ``k`` database cells within the
+        tolerance (database mode; see `metasys.diverse_candidates`). Generated cells join those targets'
+        pools and compete with the database cells by their distance to the target. "auto" (default): the shipped
+        diffusion prior (`metasys.diffusion.default_generator` with the budget of `AUTO_GENERATOR`) when
+        its weights are present, else none; None: database cells only.
     macro_options, candidate_options, mrf_options : dict, optional
         Extra keyword arguments of `optimize_properties`, `diverse_candidates` (family mode:
         `find_families`) and `solve_mrf` (defaults: `metasys.property_optimization.macro_settings`;
@@ -247,6 +262,11 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     problem = _check_problem(problem)
     if int(k) != k or k < 1:
         raise InvalidValueError(f"k: expected a positive integer, got {k!r}")
+    if isinstance(generator, str) and generator != "auto":
+        raise InvalidValueError(f"generator: expected 'auto', a callable or None, got {generator!r}")
+    if not (generator is None or isinstance(generator, str) or callable(generator)):
+        raise InvalidTypeError(f"generator: expected 'auto', a callable generator(targets, n, seed) -> cells or None, "
+                               f"got {describe(generator)}")
     say = log or (lambda line: None)
     timings = dict.fromkeys(STAGES, 0.0)
     t_all = time.perf_counter()
@@ -261,6 +281,8 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         from .latent.api import LatentModel
 
         model = LatentModel.default(database=database)
+    if isinstance(generator, str):
+        generator = _auto_generator(progress) if family is None else None
     run = dict(problem=problem, database=database, macro_options=macro_options, mrf_options=mrf_options,
                full_scale=full_scale, progress=progress, say=say, timings=timings)
 
@@ -276,7 +298,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                                    **(candidate_options or {}))
         timings["candidates"] += time.perf_counter() - t
         say(f"candidates: {cands.indices.shape[-1]} per element, {int(np.sum(~np.asarray(cands.covered)))} uncovered "
-            f"targets ({timings['candidates']:.1f} s)")
+            f"targets, {int(np.count_nonzero(cands.generated))} generated candidates ({timings['candidates']:.1f} s)")
         result = _assemble_and_verify(macro, cands, **run)
         tried = None
     else:
@@ -323,6 +345,13 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   compatibility=result["compatibility"], uncovered=uncovered, timings=timings, seed=int(seed),
                   versions=versions(), mode="database" if family is None else "family", families=tried,
                   fine_displacement=result["fine_u"])
+
+
+def _auto_generator(progress: bool):
+    """The shipped diffusion prior as a bounded candidate generator, or None without its weights."""
+    from .diffusion.generate import default_generator
+
+    return default_generator(**AUTO_GENERATOR, progress=progress)
 
 
 def _optimize(problem, database, family, options, progress, label):

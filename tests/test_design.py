@@ -34,7 +34,7 @@ def small_arch(width=4, height=2, rise=0.01) -> Problem:
 
 @pytest.fixture(scope="module")
 def small_design():
-    return design(small_arch(), k=3, seed=0, progress=False)
+    return design(small_arch(), k=3, seed=0, progress=False, generator=None)
 
 
 @pytest.mark.slow
@@ -107,6 +107,43 @@ def test_design_rejects_bad_arguments():
         design(42)
     with pytest.raises(InvalidValueError, match="k"):
         design(small_arch(), k=0)
+    with pytest.raises(InvalidValueError, match="generator: expected 'auto'"):
+        design(small_arch(), generator="diffusion")
+    with pytest.raises(InvalidTypeError, match="generator"):
+        design(small_arch(), generator=3)
+
+
+@pytest.mark.slow
+def test_design_generates_cells_for_uncovered_targets_by_default(monkeypatch):
+    """generator="auto" hands exactly the uncovered targets to the shipped diffusion prior; None turns it off."""
+    import metasys.diffusion.generate as generate
+    import metasys.pipeline as pipeline
+
+    real, calls = generate.default_generator, []
+
+    def spy(**options):
+        gen = real(**options)
+
+        def generator(targets, n, seed):
+            calls.append(np.array(targets))
+            return gen(targets, n, seed)
+        return generator
+
+    monkeypatch.setattr(generate, "default_generator", spy)
+    # the smallest budget that still runs the real optimization: one design, one BFGS step at gamma 100
+    monkeypatch.setattr(pipeline, "AUTO_GENERATOR", {"max_targets": 1, "max_per_target": 1, "max_iter": 1, "gammas": (100.0,)})
+    problem, k = small_arch(), 60          # more candidates than the database has near some targets
+    d = design(problem, k=k, seed=0, progress=False, full_scale=False)
+    assert len(calls) == 1 and len(calls[0]) == d.uncovered > 0
+    targets = d.properties.reshape(-1, 4)
+    assert all(np.isclose(targets, t).all(axis=1).any() for t in calls[0])
+    chosen = np.take_along_axis(d.candidate_indices, d.labels[..., None], axis=-1)[..., 0]
+    assert d.report()["cells_not_in_database"] == int(np.sum(chosen < 0))
+    for r, c in zip(*np.nonzero(chosen < 0)):              # a generated cell carries its own homogenized properties
+        C = homogenize(d.cells[r, c], Database.default().material)
+        np.testing.assert_allclose(d.cell_properties[r, c], [C[0, 0], C[0, 1], C[1, 1], C[2, 2]], atol=1e-6)
+    design(problem, k=k, seed=0, progress=False, full_scale=False, generator=None)
+    assert len(calls) == 1
 
 
 def run_cli(*args, cwd=None):
@@ -128,7 +165,8 @@ def test_cli_names_the_bad_field_of_a_problem_file(tmp_path):
 @pytest.mark.slow
 def test_cli_design_writes_report_structure_and_exports(tmp_path):
     small_arch().save(tmp_path / "arch.toml")
-    r = run_cli("design", str(tmp_path / "arch.toml"), "--out", str(tmp_path / "out"), "--k", "3", "--quiet")
+    r = run_cli("design", str(tmp_path / "arch.toml"), "--out", str(tmp_path / "out"), "--k", "3", "--quiet",
+                "--no-generator")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     for name in ("structure.npy", "report.json", "properties.png", "full_scale_deformed.png", "structure.png",
