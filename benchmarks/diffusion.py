@@ -3,6 +3,7 @@ weights, the issue's design figures.
 
     python benchmarks/diffusion.py timing [--channels 24] [--batch-size 64]
     python benchmarks/diffusion.py designs [--model databases/diffusion] [--targets 10] [--part all|paper|db] [--symmetric]
+                                 [--per-target 1] [--gammas 5,10,20,100]
     python benchmarks/diffusion.py guided  [--model DIR] [--samples 50] [--scale 100] [--gamma 100] [--density-weight 0]
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
@@ -92,16 +93,17 @@ def designs(args):
 
     model = DiffusionModel.default() if args.model is None else DiffusionModel.load(args.model)
     _model_summary(model)
+    gammas = tuple(float(g) for g in args.gammas.split(","))
     if args.part in ("all", "paper"):
         mat = Material.two_phase(1.0, 100.0)
         c_ort = np.array([[50, 15, 0], [15, 70, 0], [0, 0, 15.0]])
         c_tet = np.array([[50, 15, 0], [15, 50, 0], [0, 0, 15.0]])
-        print(f"paper Eq. 31 targets, E0 = 1, E1 = 100, nu = 0.3, gammas 5/10/20/100, stop per stage at loss < 1e-2 or "
+        print(f"paper Eq. 31 targets, E0 = 1, E1 = 100, nu = 0.3, gammas {gammas}, stop per stage at loss < 1e-2 or "
               f"100 iterations, symmetric={args.symmetric}")
         for name, c in (("C_ort", c_ort), ("C_tet", c_tet)):
             for seed in (0, 1):
-                r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric)
-                print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g}, relaxed (gamma 100) {r.relaxed_loss[0]:.4g}, "
+                r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric, gammas=gammas)
+                print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g}, relaxed (last gamma) {r.relaxed_loss[0]:.4g}, "
                       f"B {r.binarization[0]:.4f}, iterations {[h['iterations'][0] for h in r.history]}, "
                       f"{r.wall_time_s:.1f} s")
                 print("   C =", np.array2string(r.stiffness[0], precision=2).replace("\n", ""))
@@ -111,19 +113,30 @@ def designs(args):
         lo, hi = np.percentile(db.properties, [25, 75], axis=0)
         idx = np.flatnonzero(np.all((db.properties > lo) & (db.properties < hi), axis=1))
         targets = db.properties[rng.choice(idx, args.targets, replace=False)]
+        per = args.per_target
         t0 = time.time()
-        r = generate_cells(targets, n=len(targets), model=model, seed=0, symmetric=True)
-        rel = np.abs(r.properties - targets) / np.abs(targets)
+        r = generate_cells(np.repeat(targets, per, axis=0), n=len(targets) * per, model=model, seed=0, symmetric=True,
+                           gammas=gammas)
+        wall = time.time() - t0
+        # per target, the design with the lowest loss of its binary cell (what a user would keep)
+        best = np.arange(len(targets)) * per + r.loss.reshape(len(targets), per).argmin(axis=1)
+        rel = np.abs(r.properties[best] - targets) / np.abs(targets)
         print(f"{len(targets)} interior database targets (all four properties between the 25th and 75th percentiles), "
-              f"database material, symmetric, one batched call: {time.time() - t0:.1f} s")
+              f"database material, symmetric, {per} noise input(s) per target (the lowest binary loss kept), "
+              f"one batched call of {len(targets) * per} designs: {wall:.1f} s")
         print("targets (C11, C12, C22, C33):")
         print(np.array2string(targets, precision=4))
         print("relative error per component of the final binary cells, rows = targets:")
         print(np.array2string(rel, precision=4))
         print(f"max {rel.max():.4f}, median {np.median(rel):.4f}, share of components <= 2%: {np.mean(rel <= 0.02):.2f}, "
               f"targets with all four <= 2%: {np.sum(np.all(rel <= 0.02, axis=1))}/{len(targets)}")
-        print(f"B {r.binarization.round(4)}, loss (binary) {r.loss.round(4)}")
-        print(f"iterations per stage {[h['iterations'] for h in r.history]}")
+        if per > 1:
+            first = np.arange(len(targets)) * per
+            rel1 = np.abs(r.properties[first] - targets) / np.abs(targets)
+            n_ok = np.sum(np.all(rel1 <= 0.02, axis=1))
+            print(f"first noise input only: max {rel1.max():.4f}, median {np.median(rel1):.4f}, share <= 2%: "
+                  f"{np.mean(rel1 <= 0.02):.2f}, targets with all four <= 2%: {n_ok}/{len(targets)}")
+        print(f"B {r.binarization[best].round(4)}, loss (binary) {r.loss[best].round(4)}")
 
 
 def guided(args):
@@ -166,6 +179,8 @@ def main():
     ap.add_argument("--density-weight", type=float, default=0.0)
     ap.add_argument("--part", choices=("all", "paper", "db"), default="all")
     ap.add_argument("--symmetric", action="store_true")
+    ap.add_argument("--gammas", default="5,10,20,100", help="designs: projection stages (paper: 5,10,20,100)")
+    ap.add_argument("--per-target", type=int, default=1, help="designs: noise inputs per database target (best kept)")
     args = ap.parse_args()
     {"timing": timing, "designs": designs, "guided": guided}[args.what](args)
 
