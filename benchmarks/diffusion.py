@@ -3,7 +3,7 @@ weights, the issue's design figures.
 
     python benchmarks/diffusion.py timing [--channels 24] [--batch-size 64]
     python benchmarks/diffusion.py designs [--model databases/diffusion] [--targets 10] [--part all|paper|db] [--symmetric]
-                                 [--per-target 1] [--gammas 5,10,20,100]
+                                 [--per-target 1] [--gammas 5,10,20,100] [--paper-seeds 2]
     python benchmarks/diffusion.py guided  [--model DIR] [--samples 50] [--scale 100] [--gamma 100] [--density-weight 0]
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
@@ -101,7 +101,7 @@ def designs(args):
         print(f"paper Eq. 31 targets, E0 = 1, E1 = 100, nu = 0.3, gammas {gammas}, stop per stage at loss < 1e-2 or "
               f"100 iterations, symmetric={args.symmetric}")
         for name, c in (("C_ort", c_ort), ("C_tet", c_tet)):
-            for seed in (0, 1):
+            for seed in range(args.paper_seeds):
                 r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric, gammas=gammas)
                 print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g}, relaxed (last gamma) {r.relaxed_loss[0]:.4g}, "
                       f"B {r.binarization[0]:.4f}, iterations {[h['iterations'][0] for h in r.history]}, "
@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--part", choices=("all", "paper", "db"), default="all")
     ap.add_argument("--symmetric", action="store_true")
     ap.add_argument("--gammas", default="5,10,20,100", help="designs: projection stages (paper: 5,10,20,100)")
+    ap.add_argument("--paper-seeds", type=int, default=2, help="designs: noise seeds per paper target")
     ap.add_argument("--per-target", type=int, default=1, help="designs: noise inputs per database target (best kept)")
     args = ap.parse_args()
     {"timing": timing, "designs": designs, "guided": guided}[args.what](args)
