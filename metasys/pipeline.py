@@ -282,7 +282,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
 
         model = LatentModel.default(database=database)
     if isinstance(generator, str):
-        generator = _auto_generator(progress) if family is None else None
+        generator = _auto_generator(progress, database.material) if family is None else None
     run = dict(problem=problem, database=database, macro_options=macro_options, mrf_options=mrf_options,
                full_scale=full_scale, progress=progress, say=say, timings=timings)
 
@@ -347,11 +347,11 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   fine_displacement=result["fine_u"])
 
 
-def _auto_generator(progress: bool):
-    """The shipped diffusion prior as a bounded candidate generator, or None without its weights."""
+def _auto_generator(progress: bool, material):
+    """The shipped diffusion prior as a bounded candidate generator for ``material``, or None without its weights."""
     from .diffusion.generate import default_generator
 
-    return default_generator(**AUTO_GENERATOR, progress=progress)
+    return default_generator(**{"material": material, **AUTO_GENERATOR}, progress=progress)
 
 
 def _optimize(problem, database, family, options, progress, label):
