@@ -20,7 +20,8 @@ __all__ = [
 
 
 _LAZY = {"generate_cells": "metasys.diffusion", "GeneratedCells": "metasys.diffusion"}
-"""Names whose modules load JAX: imported on first use so that ``import metasys`` stays light."""
+"""Names whose modules load JAX and flax: imported on first use so that ``import metasys`` stays light
+(``from metasys import *`` imports them)."""
 
 
 def __getattr__(name):
@@ -31,3 +32,7 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

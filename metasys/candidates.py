@@ -272,7 +272,8 @@ def diverse_candidates(target, k: int = 10, database=None, model=None, *, tolera
         ``generator(targets, n, seed) -> cells`` with ``targets`` (m, 4) the uncovered targets, ``n`` the
         cells wanted per target and ``seed`` an int; returns binary cells (m, n, 50, 50). They are
         homogenized with `metasys.homogenize` (the database material) and encoded with
-        ``model.encode``, then compete with the database cells for the target (indices -1).
+        ``model.encode``; a target's distinct generated cells join its pool (indices -1), ranked with the
+        database cells by error (and clustered with them when more than ``k`` are within tolerance).
     n_generate : int, optional
         ``n`` passed to the generator; default: the largest shortfall ``k - n_within`` among the
         uncovered targets, enough to complete every set if the generated cells match.
@@ -459,9 +460,18 @@ def _generate(generator, targets, uncovered, k, n_within, n_generate, seed, data
         arr = arr.astype(bool)
     if model is None or not hasattr(model, "encode"):
         raise InvalidValueError("generator: generated cells need latent codes; pass a model with an encode method")
-    flat = arr.reshape(-1, *res)
-    props = properties_of(homogenize(flat, database.material)).reshape(len(tg), n, 4)
-    z = np.asarray(model.encode(flat), np.float32).reshape(len(tg), n, -1)
-    xy = np.asarray(transform(z.reshape(len(tg) * n, -1)), np.float64).reshape(len(tg), n, -1)
-    err = np.abs(props - tg[:, None, :]).max(axis=-1)
-    return {int(i): {"cells": arr[j], "props": props[j], "z": z[j], "xy": xy[j], "err": err[j]} for j, i in enumerate(uncovered)}
+    # Generators may repeat a design for several targets or slots (a bounded budget): each distinct cell is
+    # homogenized and encoded once, and a target keeps one copy of it (copies would be labels with no choice).
+    flat = arr.reshape(len(tg) * n, -1)
+    distinct, first, inverse = np.unique(np.packbits(flat, axis=1), axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(len(tg), n)
+    cells = flat[first].reshape(-1, *res)
+    props = properties_of(homogenize(cells, database.material))
+    z = np.asarray(model.encode(cells), np.float32)
+    xy = np.asarray(transform(z), np.float64)
+    out = {}
+    for j, i in enumerate(uncovered):
+        u = inverse[j][np.sort(np.unique(inverse[j], return_index=True)[1])]
+        out[int(i)] = {"cells": cells[u], "props": props[u], "z": z[u], "xy": xy[u],
+                       "err": np.abs(props[u] - tg[j]).max(axis=-1)}
+    return out

@@ -21,7 +21,7 @@ def design(
     model: Path = typer.Option(None, "--model", help="Latent model folder (default: the shipped databases/vae)."),
     generator: bool = typer.Option(True, "--generator/--no-generator",
                                    help="Generate cells with the shipped diffusion prior for targets the database "
-                                        "does not cover (used only where closer than database cells)."),
+                                        "does not cover; they compete with database cells by error."),
     thickness: float = typer.Option(0.1, "--thickness", help="STL extrusion thickness in macro units (cell side 1)."),
     no_exports: bool = typer.Option(False, "--no-exports", help="Write only structure.npy, report.json and the plots."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),

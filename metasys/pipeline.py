@@ -35,9 +35,9 @@ FORMAT = "metasys-design"
 FORMAT_VERSION = 1
 STAGES = ("macro", "candidates", "assembly", "full_scale")
 AUTO_GENERATOR = {"max_targets": 2, "max_per_target": 2, "max_iter": 20}
-"""Budget of ``design(generator="auto")``: uncovered targets are grouped into at most ``max_targets`` k-means
-groups, each group's representative gets ``max_per_target`` noise-optimized cells (``max_iter`` BFGS iterations
-per projection stage)."""
+"""Options of `metasys.diffusion.candidate_generator` for ``design(generator="auto")``, i.e. its budget: the
+uncovered targets are grouped into at most ``max_targets`` k-means groups, each group's representative gets
+``max_per_target`` noise-optimized cells (``max_iter`` BFGS iterations per projection stage)."""
 
 
 @dataclass
@@ -235,10 +235,12 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         Candidates per element (MRF labels) in database mode.
     generator : "auto", callable or None
         Supplies cells for uncovered targets, i.e. those with fewer than ``k`` database cells within the
-        tolerance (database mode; see `metasys.diverse_candidates`). Generated cells join those targets'
-        pools and compete with the database cells by their distance to the target. "auto" (default): the shipped
-        diffusion prior (`metasys.diffusion.default_generator` with the budget of `AUTO_GENERATOR`) when
-        its weights are present, else none; None: database cells only.
+        tolerance (database mode; see `metasys.diverse_candidates`). A target's distinct generated cells
+        join its pool and are ranked with the database cells by error (k-means picks among them when more
+        than ``k`` are within tolerance); the MRF then chooses among the ``k`` candidates. "auto" (default):
+        the shipped diffusion prior (`metasys.diffusion.default_generator` with the options in
+        `AUTO_GENERATOR`, for the database's material) when its weights are present and the database has
+        50 x 50 cells, else none; None: database cells only.
     macro_options, candidate_options, mrf_options : dict, optional
         Extra keyword arguments of `optimize_properties`, `diverse_candidates` (family mode:
         `find_families`) and `solve_mrf` (defaults: `metasys.property_optimization.macro_settings`;
@@ -282,7 +284,9 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
 
         model = LatentModel.default(database=database)
     if isinstance(generator, str):
-        generator = _auto_generator(progress, database.material) if family is None else None
+        # The shipped prior makes 50 x 50 cells; generated cells need latent codes (model.encode).
+        usable = family is None and tuple(database.resolution) == (50, 50) and hasattr(model, "encode")
+        generator = _auto_generator(progress, database.material) if usable else None
     run = dict(problem=problem, database=database, macro_options=macro_options, mrf_options=mrf_options,
                full_scale=full_scale, progress=progress, say=say, timings=timings)
 
@@ -351,7 +355,7 @@ def _auto_generator(progress: bool, material):
     """The shipped diffusion prior as a bounded candidate generator for ``material``, or None without its weights."""
     from .diffusion.generate import default_generator
 
-    return default_generator(**{"material": material, **AUTO_GENERATOR}, progress=progress)
+    return default_generator(**{"material": material, **AUTO_GENERATOR, "progress": progress})
 
 
 def _optimize(problem, database, family, options, progress, label):

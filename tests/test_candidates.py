@@ -131,6 +131,12 @@ def test_generator_called_with_exactly_the_uncovered_targets(tiny):
     c2 = diverse_candidates(targets, k=3, database=db, model=model, codes=codes, n_generate=1, seed=7,
                             generator=lambda t, n, s: generator(t, n, s).astype(np.uint8))
     assert calls[0][1] == 1 and c2.indices[1, 0] == -1 and (c2.indices[1, 1:] >= 0).all()
+    # A generator that repeats one design in every slot (a bounded budget) gives each target one copy of it
+    repeats = diverse_candidates(targets, k=3, database=db, model=model, codes=codes, seed=7,
+                                 generator=lambda t, n, s: np.repeat(generator(t, 1, s), n, axis=1))
+    for i in (1, 3):
+        assert np.count_nonzero(repeats.generated[i]) == 1
+        assert len(np.unique(repeats.cells[i].reshape(3, -1), axis=0)) == 3
     # No generator call when every target is covered.
     calls.clear()
     diverse_candidates(targets[[0, 2]], k=3, database=db, model=model, codes=codes, generator=generator)
