@@ -125,6 +125,9 @@ def test_generator_called_with_exactly_the_uncovered_targets(tiny):
         gen = c.indices[i] < 0
         np.testing.assert_allclose(c.errors[i], np.abs(c.properties[i] - targets[i]).max(axis=1), atol=1e-12)
         np.testing.assert_allclose(c.z[i, gen], model.encode(c.cells[i, gen]))
+        assert (c.errors[i, gen] <= c.tolerance).all()         # generated cells only within the tolerance
+    far = np.abs(p_new[:, None] - targets[None, [1, 3]]).max(axis=2) > c.tolerance
+    assert np.count_nonzero(c.generated[[1, 3]]) == np.count_nonzero(~far)
     assert not c.generated[[0, 2]].any()
     # n_generate overrides the count; 0/1 integer cells are accepted
     calls.clear()
@@ -137,6 +140,11 @@ def test_generator_called_with_exactly_the_uncovered_targets(tiny):
     for i in (1, 3):
         assert np.count_nonzero(repeats.generated[i]) == 1
         assert len(np.unique(repeats.cells[i].reshape(3, -1), axis=0)) == 3
+    # Generated cells far from every target (all solid) are left out: the database cells alone, as without them
+    solid = diverse_candidates(targets, k=3, database=db, model=model, codes=codes, seed=7,
+                               generator=lambda t, n, s: np.ones((len(t), n, 50, 50), bool))
+    plain = diverse_candidates(targets, k=3, database=db, model=model, codes=codes, seed=7)
+    assert not solid.generated.any() and np.array_equal(solid.indices, plain.indices)
     # No generator call when every target is covered.
     calls.clear()
     diverse_candidates(targets[[0, 2]], k=3, database=db, model=model, codes=codes, generator=generator)
