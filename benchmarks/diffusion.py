@@ -4,6 +4,7 @@ weights, the issue's design figures.
     python benchmarks/diffusion.py timing [--channels 24] [--batch-size 64]
     python benchmarks/diffusion.py designs [--model databases/diffusion] [--targets 10] [--part all|paper|db] [--symmetric]
                                  [--per-target 1] [--gammas 5,10,20,100] [--paper-seeds 2]
+                                 [--polish 100]
     python benchmarks/diffusion.py guided  [--model DIR] [--samples 50] [--scale 100] [--gamma 100] [--density-weight 0]
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
@@ -102,8 +103,10 @@ def designs(args):
               f"100 iterations, symmetric={args.symmetric}")
         for name, c in (("C_ort", c_ort), ("C_tet", c_tet)):
             for seed in range(args.paper_seeds):
-                r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric, gammas=gammas)
-                print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g}, relaxed (last gamma) {r.relaxed_loss[0]:.4g}, "
+                r = generate_cells(c, n=1, material=mat, model=model, seed=seed, symmetric=args.symmetric, gammas=gammas,
+                                   polish=args.polish)
+                print(f"{name} seed {seed}: loss (binary cell) {r.loss[0]:.4g} after {r.flips[0]} polish flips "
+                      f"(thresholded {r.thresholded_loss[0]:.4g}), relaxed (last gamma) {r.relaxed_loss[0]:.4g}, "
                       f"B {r.binarization[0]:.4f}, iterations {[h['iterations'][0] for h in r.history]}, "
                       f"{r.wall_time_s:.1f} s")
                 print("   C =", np.array2string(r.stiffness[0], precision=2).replace("\n", ""))
@@ -116,7 +119,7 @@ def designs(args):
         per = args.per_target
         t0 = time.time()
         r = generate_cells(np.repeat(targets, per, axis=0), n=len(targets) * per, model=model, seed=0, symmetric=True,
-                           gammas=gammas)
+                           gammas=gammas, polish=args.polish)
         wall = time.time() - t0
         # per target, the design with the lowest loss of its binary cell (what a user would keep)
         best = np.arange(len(targets)) * per + r.loss.reshape(len(targets), per).argmin(axis=1)
@@ -136,7 +139,8 @@ def designs(args):
             n_ok = np.sum(np.all(rel1 <= 0.02, axis=1))
             print(f"first noise input only: max {rel1.max():.4f}, median {np.median(rel1):.4f}, share <= 2%: "
                   f"{np.mean(rel1 <= 0.02):.2f}, targets with all four <= 2%: {n_ok}/{len(targets)}")
-        print(f"B {r.binarization[best].round(4)}, loss (binary) {r.loss[best].round(4)}")
+        print(f"B {r.binarization[best].round(4)}, loss (binary) {r.loss[best].round(4)}, thresholded "
+              f"{r.thresholded_loss[best].round(4)}, polish flips {r.flips[best]}")
 
 
 def guided(args):
@@ -182,6 +186,7 @@ def main():
     ap.add_argument("--gammas", default="5,10,20,100", help="designs: projection stages (paper: 5,10,20,100)")
     ap.add_argument("--paper-seeds", type=int, default=2, help="designs: noise seeds per paper target")
     ap.add_argument("--per-target", type=int, default=1, help="designs: noise inputs per database target (best kept)")
+    ap.add_argument("--polish", type=int, default=100, help="designs: most pixel flips of the binary polish (0: off)")
     args = ap.parse_args()
     {"timing": timing, "designs": designs, "guided": guided}[args.what](args)
 

@@ -168,6 +168,11 @@ def test_generate_cells_reduces_loss_and_reports_binary_stiffness(tiny_model, tm
     # same seed, same result
     again = generate_cells(target, n=2, model=tiny_model, seed=1, gammas=(5.0, 20.0), max_iter=8, symmetric=True)
     assert np.array_equal(again.cells, r.cells)
+    # the binary polish only lowers the loss; without it the cells are the thresholded design
+    plain = generate_cells(target, n=2, model=tiny_model, seed=1, gammas=(5.0, 20.0), max_iter=8, symmetric=True, polish=0)
+    assert np.all(r.loss <= r.thresholded_loss) and np.all(r.loss[r.flips > 0] < r.thresholded_loss[r.flips > 0])
+    np.testing.assert_allclose(plain.loss, r.thresholded_loss)
+    assert np.all(np.count_nonzero(plain.cells != r.cells, axis=(1, 2)) <= 4 * r.flips) and not plain.flips.any()
 
     gen = candidate_generator(tiny_model, gammas=(5.0,), max_iter=2)
     out = gen(np.array([[0.35, 0.12, 0.35, 0.09], [0.2, 0.05, 0.3, 0.05]]), n_per_target=1, seed=0)
@@ -196,6 +201,8 @@ def test_generate_cells_errors(tiny_model):
         generate_cells(np.ones(4), n=1.5, model=tiny_model)
     with pytest.raises(TypeError, match="material"):
         generate_cells(np.ones(4), model=tiny_model, material="steel")
+    with pytest.raises(ValueError, match="polish"):
+        generate_cells(np.ones(4), model=tiny_model, polish=-1)
     with pytest.raises(ValueError, match="model.json"):
         generate_cells(np.ones(4), model="/nonexistent/dir")
 
