@@ -85,7 +85,7 @@ class Design:
         (the design kept is the family's with the lowest full-scale RRMSE).
     starts : list of dict or None
         Database mode with a multi-start macro stage: for each start, ``rrmse_macro``, ``rrmse_full``
-        (NaN when not verified), ``generator`` (whether generated cells were offered) and ``chosen``.
+        (None when not verified), ``generator`` (whether generated cells were offered) and ``chosen``.
     fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
         Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
     """
@@ -396,7 +396,7 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
     per_start.pop("pilot_iterations", None)
     points = candidate_starts(database)
     macros = [optimize({**per_start, "start": p}, f"macro start {i + 1}/{len(points)}") for i, p in enumerate(points)]
-    starts = [{"rrmse_macro": float(m.rrmse), "rrmse_full": float("nan"), "generator": False, "chosen": False}
+    starts = [{"rrmse_macro": float(m.rrmse), "rrmse_full": None, "generator": False, "chosen": False}
               for m in macros]
     result, best = None, None
     for i in np.argsort([m.rrmse for m in macros], kind="stable")[:VERIFIED_STARTS]:
