@@ -16,18 +16,20 @@ checkerboards).
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
+
 import numpy as np
 
 from ..material import Material
 
 
+@lru_cache(maxsize=16)
 def _loss_functions(loss_fn):
+    """Jitted batched ``(C (m, 3, 3), targets (m, 3, 3)) -> (losses (m,), dloss/dC (m, 3, 3))``."""
     import jax
 
     return jax.jit(jax.vmap(jax.value_and_grad(loss_fn)))
-
-
-_CACHE = {}
 
 
 def _boundary(cells: np.ndarray) -> np.ndarray:
@@ -104,11 +106,9 @@ def polish_cells(cells, targets, loss_fn, material: Material = Material(), *, ma
     targets = np.asarray(targets, dtype=np.float32)
     if keep_valid is None:
         keep_valid = material.E_void < 1e-3
-    if loss_fn not in _CACHE:
-        _CACHE[loss_fn] = _loss_functions(loss_fn)
-    value_and_grad = _CACHE[loss_fn]
+    value_and_grad = _loss_functions(loss_fn)
     jump = material.E * (1.0 - material.E_void)
-    unit = Material(E=material.E, nu=material.nu, E_void=material.E_void, plane=material.plane)
+    unit = replace(material, penal=1.0)       # binary cells: the interpolation does not matter, the sensitivity does
 
     def evaluate(c, tg):
         m = len(c)
