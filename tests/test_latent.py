@@ -228,3 +228,84 @@ def test_regressor_refit_keeps_encoder_and_decoder(model, tiny, tmp_path):
     assert refit.predict(z_before).shape == (12, 4)
     bad = runner.invoke(train_app, ["regressor", "--model", str(copy), "--db", str(db.path), "--units", "a,b"])
     assert bad.exit_code == 2 and "--units" in bad.output
+
+
+def test_wider_decoder_from_cli(tiny, tmp_path):
+    db, _ = tiny
+    out = tmp_path / "wide"
+    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(out), "--epochs", "1", "--batch-size", "64",
+                                            "--decoder-seed-channels", "8", "--decoder-filters", "6,4", "--decoder-convs", "2",
+                                            "--quiet"])
+    assert result.exit_code == 0, result.output
+    hyper = json.loads((out / "model.json").read_text())["hyper"]
+    assert hyper["decoder_seed_shape"] == [7, 7, 8] and hyper["decoder_filters"] == [6, 4] and hyper["decoder_convs"] == 2
+    lm = LatentModel.load(out, database=db)
+    convs = [la for la in lm._vae.decoder.layers if la.name.startswith("dec_conv")]
+    assert [la.name for la in convs] == ["dec_conv0_0", "dec_conv0_1", "dec_conv1_0", "dec_conv1_1"]
+    assert [la.filters for la in convs] == [6, 6, 4, 4]
+    p = lm.decode(lm.encode(db.get_cells(np.arange(3))))
+    assert p.shape == (3, 50, 50)
+    np.testing.assert_array_equal(p, p[:, ::-1, ::-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--decoder-filters", "16"], "at least two"),
+    (["--decoder-filters", "16,x"], "--decoder-filters"),
+    (["--decoder-filters", "16,0"], "--decoder-filters"),
+    (["--decoder-convs", "-1"], "--decoder-convs"),
+])
+def test_cli_bad_decoder_options(tiny, tmp_path, args, message):
+    db, _ = tiny
+    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(tmp_path / "m"), "--quiet", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_and_checkpoint_without_new_hyper_parameters(model, tiny, tmp_path):
+    """Model directories written before ``decoder_convs`` existed load, and their checkpoints resume, unchanged."""
+    from metasys.latent.train import train_vae
+
+    db, out = tiny
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    for path in (copy / "model.json", copy / "checkpoint" / "state.json"):
+        data = json.loads(path.read_text())
+        hyper = data["hyper"] if "hyper" in data else data["identity"]["hyper"]
+        del hyper["decoder_convs"]
+        path.write_text(json.dumps(data))
+    cells = db.get_cells(np.arange(6))
+    z = model.encode(cells)
+    old = LatentModel.load(copy, database=db)
+    np.testing.assert_array_equal(old.encode(cells), z)
+    np.testing.assert_array_equal(old.decode(z), model.decode(z))
+    logs = []
+    meta = train_vae(db, copy, epochs=3, batch_size=64, seed=3, progress=False, log=logs.append)
+    assert any("resuming" in m for m in logs) and meta["training"]["epochs_run"] == 3
+
+
+def test_learning_rate_reduced_on_plateau_and_resumed(tiny, tmp_path):
+    """The rate follows the rule on the recorded validation losses, and a resumed run goes on with it."""
+    from metasys.latent.train import train_vae
+
+    db, _ = tiny
+    out = tmp_path / "plateau"
+    kwargs = dict(batch_size=64, seed=5, learning_rate=1e-9, lr_patience=1, lr_factor=0.25, patience=100, progress=False,
+                  log=lambda m: None)
+    train_vae(db, out, epochs=5, **kwargs)
+    train_vae(db, out, epochs=7, **kwargs)
+    history = json.loads((out / "history.json").read_text())
+    lr, best, expected = 1e-9, np.inf, []
+    for val in history["val_loss"]:
+        expected.append(lr)
+        if val < best:
+            best = val
+        else:
+            lr *= 0.25
+    assert len(history["lr"]) == 7
+    np.testing.assert_allclose(history["lr"], expected, rtol=1e-6)
+    assert min(expected) < 1e-9
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert np.isclose(state["learning_rate"], lr, rtol=1e-6)
+    with pytest.raises(InvalidValueError, match="lr_factor"):
+        train_vae(db, tmp_path / "bad", epochs=1, lr_patience=2, lr_factor=1.5, progress=False)

@@ -33,6 +33,16 @@ def _open_db(path: Path | None):
     return Database.default() if path is None else Database.open(path)
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(u) for u in text.split(",")]
+    except ValueError:
+        raise InvalidValueError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InvalidValueError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 def _fail(exc: Exception):
     err_console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2)
@@ -47,16 +57,27 @@ def vae(
     learning_rate: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     optimizer: str = typer.Option("adam", "--optimizer", help="'adam' or 'rmsprop'."),
     patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation loss."),
+    lr_patience: int = typer.Option(0, "--lr-patience", help="Reduce the learning rate after this many epochs without a "
+                                    "better validation loss (0: constant rate)."),
+    lr_factor: float = typer.Option(0.5, "--lr-factor", help="Factor of each learning-rate reduction (with --lr-patience)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Held-out fraction of the database."),
     seed: int = typer.Option(0, "--seed", help="Random seed (split, initialization, shuffling, sampling)."),
     beta: float = typer.Option(1.0, "--beta", help="Weight of the KL term."),
     regression_weight: float = typer.Option(1000.0, "--regression-weight", help="Weight of the regression MSE (z-scored)."),
+    decoder_seed_channels: int = typer.Option(64, "--decoder-seed-channels", help="Channels of the decoder's 7x7 seed."),
+    decoder_filters: str = typer.Option("32,16", "--decoder-filters",
+                                        help="Widths of the decoder's transposed convolutions (7 -> 14 -> 28), comma-separated."),
+    decoder_convs: int = typer.Option(0, "--decoder-convs", help="3x3 convolutions after each transposed one in the decoder."),
     time_limit: float = typer.Option(None, "--time-limit", help="Stop cleanly before this many seconds (resumable)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint in --out and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ):
     """Train the VAE + property regressor (paper Eq. 6) with a seeded validation split and early stopping."""
     try:
+        widths = _int_list(decoder_filters, "--decoder-filters")
+        if decoder_seed_channels < 1 or decoder_convs < 0:
+            raise InvalidValueError(f"--decoder-seed-channels must be >= 1 and --decoder-convs >= 0, got "
+                                    f"{decoder_seed_channels} and {decoder_convs}")
         database = _open_db(db)
         from .train import train_vae
 
@@ -64,8 +85,11 @@ def vae(
         args = args[args.index("vae") + 1:] if "vae" in args else args
         command = "metasys train vae " + " ".join(shlex.quote(a) for a in args)
         meta = train_vae(database, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
-                         patience=patience, val_fraction=val_fraction, seed=seed, time_limit=time_limit,
-                         hyper={"beta": beta, "regression_weight": regression_weight}, progress=not quiet,
+                         patience=patience, lr_patience=lr_patience, lr_factor=lr_factor, val_fraction=val_fraction, seed=seed,
+                         time_limit=time_limit,
+                         hyper={"beta": beta, "regression_weight": regression_weight,
+                                "decoder_seed_shape": [7, 7, decoder_seed_channels], "decoder_filters": widths,
+                                "decoder_convs": decoder_convs}, progress=not quiet,
                          command=command, fresh=fresh, log=console.print)
     except MetasysError as exc:
         _fail(exc)
@@ -87,10 +111,7 @@ def regressor(
 ):
     """Refit the property regressor on the frozen posterior means (encoder and decoder unchanged)."""
     try:
-        try:
-            widths = [int(u) for u in units.split(",")]
-        except ValueError:
-            raise InvalidValueError(f"--units: expected comma-separated integers, got {units!r}") from None
+        widths = _int_list(units, "--units")
         database = _open_db(db)
         from .regressor import refit_regressor
 

@@ -13,7 +13,10 @@ full-cell computation, which is what makes training on 2 CPU cores feasible.
   Gaussian posterior ``q(z|x) = tfd.MultivariateNormalDiag(mu, sigma)``, 16 latent dimensions;
 * decoder (shallower): Dense -> 7x7x64 -> Conv2DTranspose 32 (stride 2) -> Conv2DTranspose 16
   (stride 2) -> 3x3 Conv to 1 channel of logits, cropped to 25x25; likelihood
-  ``p(x|z) = tfd.Independent(tfd.Bernoulli(logits), 3)`` (per-pixel Bernoulli);
+  ``p(x|z) = tfd.Independent(tfd.Bernoulli(logits), 3)`` (per-pixel Bernoulli). The seed shape, the
+  widths and ``decoder_convs`` (3x3 convolutions of the same width after each transposed one, for
+  a wider receptive field at 14x14 and 28x28 where the boundaries are placed) are hyper-parameters
+  (``metasys train vae --decoder-seed-channels --decoder-filters --decoder-convs``);
 * regressor: Dense 64-64 (ReLU) -> 4, from the posterior **mean** to the z-scored properties
   (C11, C12, C22, C33).
 
@@ -35,6 +38,8 @@ import sys
 
 import numpy as np
 
+from ..errors import InvalidValueError
+
 QUARTER = 25
 LATENT_DIM = 16
 
@@ -45,6 +50,7 @@ DEFAULT_HYPER = {
     "encoder_dense": 256,
     "decoder_seed_shape": [7, 7, 64],
     "decoder_filters": [32, 16],
+    "decoder_convs": 0,
     "regressor_units": [64, 64],
     "beta": 1.0,
     "regression_weight": 1000.0,
@@ -104,6 +110,17 @@ def from_quarters(quarters) -> np.ndarray:
     return mirror_quarter(np.asarray(quarters))
 
 
+def decoder_size(hyper: dict) -> int:
+    """Side of the decoder's output before cropping to the quarter; raises if it is smaller."""
+    sy, sx, _ = hyper["decoder_seed_shape"]
+    n, q = len(hyper["decoder_filters"]), int(hyper["quarter"])
+    size = sy * 2**n
+    if size < q:
+        raise InvalidValueError(f"decoder_filters: {n} transposed convolutions grow the {sy}x{sx} seed to {size}x{size}, "
+                                f"smaller than the {q}x{q} quarter; give at least two")
+    return size
+
+
 def build_networks(hyper: dict):
     """(encoder, decoder, regressor) Keras models for the hyper-parameters ``hyper``."""
     k = keras()
@@ -125,10 +142,10 @@ def build_networks(hyper: dict):
     h = layers.Reshape((sy, sx, sc))(h)
     for i, f in enumerate(hyper["decoder_filters"]):
         h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"dec_deconv{i}")(h)
+        for j in range(int(hyper.get("decoder_convs", 0))):
+            h = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"dec_conv{i}_{j}")(h)
     h = layers.Conv2D(1, 3, padding="same", name="dec_logits")(h)
-    size = sy * 2 ** len(hyper["decoder_filters"])
-    if size < q:
-        raise ValueError(f"decoder output {size}x{size} is smaller than the {q}x{q} quarter")
+    size = decoder_size(hyper)
     h = layers.Cropping2D(((0, size - q), (0, size - q)))(h)
     decoder = k.Model(zin, h, name="decoder")
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import FileFormatError, InvalidValueError
-from .model import DEFAULT_HYPER, build_vae, to_quarters
+from .model import DEFAULT_HYPER, build_vae, decoder_size, to_quarters
 
 FORMAT = "metasys-latent-model"
 FORMAT_VERSION = 1
@@ -114,7 +114,8 @@ def _make_optimizer(name: str, lr: float):
 
 
 def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning_rate: float = 1e-3, optimizer: str = "adam",
-              patience: int = 10, val_fraction: float = 0.1, seed: int = 0, time_limit: float | None = None,
+              patience: int = 10, lr_patience: int = 0, lr_factor: float = 0.5, val_fraction: float = 0.1, seed: int = 0,
+              time_limit: float | None = None,
               hyper: dict | None = None, progress: bool = True, command: str | None = None, fresh: bool = False,
               log=print) -> dict:
     """Train the VAE + regressor on ``db`` and write the model directory ``out_dir``.
@@ -126,6 +127,9 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
     epochs : maximum number of epochs (counted over resumes)
     patience : early stopping: stop after this many epochs without a lower validation loss; the
         weights of the best epoch are the ones saved
+    lr_patience : multiply the learning rate by ``lr_factor`` after this many epochs without a lower
+        validation loss (counted afresh after each reduction); 0 keeps it constant. The current rate
+        is part of the checkpoint, so a resumed run goes on with it.
     val_fraction : held-out fraction (seeded split, recorded in the model directory)
     seed : seed of the split, the initialization, the shuffling and the posterior sampling
     time_limit : stop cleanly (at an epoch end) before this many seconds of this call have passed
@@ -139,6 +143,8 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
 
     if not 0 < val_fraction < 1:
         raise InvalidValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
+    if lr_patience < 0 or not 0 < lr_factor < 1:
+        raise InvalidValueError(f"lr_patience must be >= 0 and lr_factor in (0, 1), got {lr_patience!r} and {lr_factor!r}")
     if epochs < 1 or batch_size < 1:
         raise InvalidValueError(f"epochs and batch_size must be >= 1, got {epochs!r} and {batch_size!r}")
     n = len(db)
@@ -148,6 +154,7 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
         raise InvalidValueError(f"the latent model needs 50x50 cells, the database has {db.resolution}")
     h = dict(DEFAULT_HYPER)
     h.update(hyper or {})
+    decoder_size(h)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoint"
@@ -159,13 +166,17 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
     mean, std = props[train_idx].mean(0), props[train_idx].std(0)
     std = np.where(std > 0, std, 1.0)
     settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "optimizer": optimizer,
-                "patience": patience, "val_fraction": val_fraction, "time_limit": time_limit}
+                "patience": patience, "lr_patience": lr_patience, "lr_factor": lr_factor, "val_fraction": val_fraction,
+                "time_limit": time_limit}
     identity = {"database_fingerprint": db.fingerprint, "seed": seed, "hyper": h, "val_fraction": val_fraction, "n_cells": n}
 
     state = None
     if state_path.exists() and not fresh:
         state = json.loads(state_path.read_text())
-        if state.get("identity") != identity:
+        stored = dict(state.get("identity", {}))
+        # hyper-parameters added after a checkpoint was written take their defaults there
+        stored["hyper"] = {**DEFAULT_HYPER, **stored.get("hyper", {})}
+        if stored != identity:
             raise FileFormatError(f"{str(out)!r} holds a checkpoint of a different run (database, seed, split or "
                                   "hyper-parameters differ); pass --fresh to start over or choose another --out")
 
@@ -177,12 +188,13 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
 
     ckpt = tf.train.Checkpoint(model=vae, optimizer=opt)
     history: dict[str, list] = {}
-    best, wait, epoch0, elapsed0, status = np.inf, 0, 0, 0.0, "running"
+    best, wait, lr_wait, epoch0, elapsed0, status = np.inf, 0, 0, 0, 0.0, "running"
     if state is not None:
         # build the optimizer slots before restoring them
         opt.build(vae.trainable_variables)
         ckpt.restore(str(ckpt_dir / "ckpt")).expect_partial()
-        history, best, wait = state["history"], state["best"], state["wait"]
+        history, best, wait, lr_wait = state["history"], state["best"], state["wait"], state.get("lr_wait", 0)
+        opt.learning_rate.assign(state.get("learning_rate", learning_rate))
         epoch0, elapsed0, status = state["epoch"], state["training_time_s"], state["status"]
         if status == "completed" and epoch0 < epochs:
             status = "running"                      # asked for more epochs than the finished run had
@@ -217,15 +229,22 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
-            nonlocal best, wait, status
+            nonlocal best, wait, lr_wait, status
             for key, v in (logs or {}).items():
                 history.setdefault(key, []).append(float(v))
+            lr = float(opt.learning_rate.numpy())
+            history.setdefault("lr", []).append(lr)
             val = float(logs["val_loss"])
             if val < best:
-                best, wait = val, 0
+                best, wait, lr_wait = val, 0, 0
                 save_weights(vae, out / WEIGHTS)
             else:
                 wait += 1
+                lr_wait += 1
+                if lr_patience and lr_wait >= lr_patience:
+                    opt.learning_rate.assign(lr * lr_factor)
+                    lr_wait = 0
+                    log(f"learning rate {lr:.3g} -> {lr * lr_factor:.3g}")
             took = time.time() - self.t0
             trained = elapsed0 + time.time() - t_start
             if wait >= patience:
@@ -236,7 +255,8 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
                 status = "time_limit"
             ckpt_dir.mkdir(exist_ok=True)
             ckpt.write(str(ckpt_dir / "ckpt"))
-            write_json(state_path, {"identity": identity, "epoch": epoch + 1, "best": best, "wait": wait, "history": history,
+            write_json(state_path, {"identity": identity, "epoch": epoch + 1, "best": best, "wait": wait, "lr_wait": lr_wait,
+                                    "learning_rate": float(opt.learning_rate.numpy()), "history": history,
                                     "training_time_s": trained, "status": status})
             write_json(out / "history.json", history)
             write_json(out / "model.json", model_json(status, trained))
