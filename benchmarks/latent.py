@@ -6,6 +6,9 @@ Prints: pixel reconstruction accuracy of thresholded decodings (target >= 98%), 
 property (target >= 0.97), fraction of prior samples that decode to valid cells (paper: ~9 in 10),
 fraction of random held-out cells whose homogenized C11 (recomputed on the decoded binary cells)
 increases monotonically over 5 steps along the C11 arrow (target >= 80%), and the training time.
+Two reference figures put the pixel accuracy in context: the accuracy of the decoder at codes
+refined per cell (`LatentModel.refine_codes`: what a perfect encoder could give with this decoder)
+and that of a linear code of the same quarters (PCA fitted on training cells) with 16, 32, 64 components.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def main(argv=None):
     ap.add_argument("--n-arrow", type=int, default=50)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--step-sizes", default="0.25,0.5,1.0", help="arrow step sizes (unit arrow) to evaluate")
+    ap.add_argument("--refine", type=int, default=500, help="held-out cells whose codes are refined (0: skip)")
+    ap.add_argument("--refine-steps", type=int, default=300)
+    ap.add_argument("--pca", default="16,32,64", help="PCA components of the linear reference ('': skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -68,6 +74,31 @@ def main(argv=None):
     print(f"reconstruction pixel accuracy: threshold 0.5 {100 * acc05:.2f}%, threshold 0.9 {100 * acc09:.2f}%, "
           f"to_cells (0.9 + symmetrize + repair) {100 * acc_cells:.2f}% (per-cell median {100 * np.median(per_cell):.2f}%); "
           f"valid reconstructions {100 * is_valid(binary).mean():.1f}%  (target >= 98%)")
+
+    aux = np.random.default_rng([args.seed, 1])       # the arrow's cells stay those drawn from rng
+    if args.refine:
+        sub = np.sort(aux.choice(len(held), size=min(args.refine, len(held)), replace=False))
+        zr = lm.refine_codes(cells[sub], steps=args.refine_steps)
+        acc_enc = ((prob[sub] > 0.5) == cells[sub]).mean()
+        acc_ref = ((lm.decode(zr) > 0.5) == cells[sub]).mean()
+        res["refined_codes"] = {"cells": int(len(sub)), "steps": args.refine_steps, "pixel_accuracy_encoder": float(acc_enc),
+                                "pixel_accuracy_refined": float(acc_ref)}
+        print(f"decoder at refined codes ({len(sub)} held-out cells, {args.refine_steps} Adam steps): "
+              f"{100 * acc_enc:.2f}% -> {100 * acc_ref:.2f}% (threshold 0.5)")
+    if args.pca:
+        from sklearn.decomposition import PCA
+
+        train = np.setdiff1d(np.arange(len(db)), held)
+        fit = np.sort(aux.choice(train, size=min(30_000, len(train)), replace=False))
+        xq = db.get_cells(fit)[:, :25, :25].reshape(len(fit), -1).astype(np.float32)
+        hq = cells[:, :25, :25].reshape(len(held), -1).astype(np.float32)
+        res["pca_reference"] = {}
+        for k in (int(c) for c in args.pca.split(",")):
+            pca = PCA(k, random_state=args.seed).fit(xq)
+            acc = ((pca.inverse_transform(pca.transform(hq)) > 0.5) == (hq > 0.5)).mean()
+            res["pca_reference"][str(k)] = float(acc)
+            print(f"linear reference: PCA with {k} components (fitted on {len(fit)} training quarters), held-out pixel "
+                  f"accuracy {100 * acc:.2f}%")
 
     pred = lm.predict(z)
     true = np.asarray(db.properties)[held]

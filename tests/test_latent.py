@@ -309,3 +309,25 @@ def test_learning_rate_reduced_on_plateau_and_resumed(tiny, tmp_path):
     assert np.isclose(state["learning_rate"], lr, rtol=1e-6)
     with pytest.raises(InvalidValueError, match="lr_factor"):
         train_vae(db, tmp_path / "bad", epochs=1, lr_patience=2, lr_factor=1.5, progress=False)
+
+
+def test_refine_codes_never_lowers_the_likelihood(model, tiny):
+    import tensorflow as tf
+
+    from metasys.latent.model import likelihood, to_quarters
+
+    db, _ = tiny
+    cells = db.get_cells(np.arange(8))
+    z0 = model.encode(cells)
+    z = model.refine_codes(cells, steps=30, learning_rate=0.05)
+    assert z.shape == (8, 16)
+
+    def nll(codes):
+        return -likelihood(model._vae.decoder(tf.constant(codes), training=False)).log_prob(to_quarters(cells)).numpy()
+
+    before, after = nll(z0), nll(z)
+    assert (after <= before + 1e-3).all() and after.sum() < before.sum()
+    np.testing.assert_array_equal(model.refine_codes(cells, steps=0), z0)
+    assert model.refine_codes(cells[0], steps=2).shape == (16,)
+    with pytest.raises(InvalidValueError, match="steps"):
+        model.refine_codes(cells, steps=-1)
