@@ -235,7 +235,7 @@ def test_wider_decoder_from_cli(tiny, tmp_path):
     out = tmp_path / "wide"
     result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(out), "--epochs", "1", "--batch-size", "64",
                                             "--decoder-seed-channels", "8", "--decoder-filters", "6,4", "--decoder-convs", "2",
-                                            "--quiet"])
+                                            "--latent-dim", "5", "--quiet"])
     assert result.exit_code == 0, result.output
     hyper = json.loads((out / "model.json").read_text())["hyper"]
     assert hyper["decoder_seed_shape"] == [7, 7, 8] and hyper["decoder_filters"] == [6, 4] and hyper["decoder_convs"] == 2
@@ -243,7 +243,9 @@ def test_wider_decoder_from_cli(tiny, tmp_path):
     convs = [la for la in lm._vae.decoder.layers if la.name.startswith("dec_conv")]
     assert [la.name for la in convs] == ["dec_conv0_0", "dec_conv0_1", "dec_conv1_0", "dec_conv1_1"]
     assert [la.filters for la in convs] == [6, 6, 4, 4]
-    p = lm.decode(lm.encode(db.get_cells(np.arange(3))))
+    z = lm.encode(db.get_cells(np.arange(3)))
+    assert lm.latent_dim == 5 and z.shape == (3, 5) and lm.predict(z).shape == (3, 4)
+    p = lm.decode(z)
     assert p.shape == (3, 50, 50)
     np.testing.assert_array_equal(p, p[:, ::-1, ::-1])
 
@@ -253,6 +255,7 @@ def test_wider_decoder_from_cli(tiny, tmp_path):
     (["--decoder-filters", "16,x"], "--decoder-filters"),
     (["--decoder-filters", "16,0"], "--decoder-filters"),
     (["--decoder-convs", "-1"], "--decoder-convs"),
+    (["--latent-dim", "0"], "--latent-dim"),
 ])
 def test_cli_bad_decoder_options(tiny, tmp_path, args, message):
     db, _ = tiny

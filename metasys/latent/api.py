@@ -44,8 +44,8 @@ class LatentModel:
 
     Open one with `load` (a model directory written by ``metasys train vae``) or
     `default` (the shipped ``databases/vae``). Cells are (N, 50, 50) arrays (row 0 at the
-    bottom), latent codes (N, 16) arrays; a single cell (50, 50) or code (16,) gives unbatched
-    results.
+    bottom), latent codes (N, d) arrays with d = `latent_dim` (16 for the shipped model, and the
+    shapes below are written for it); a single cell (50, 50) or code (d,) gives unbatched results.
 
     Examples
     --------

@@ -64,6 +64,7 @@ def vae(
     seed: int = typer.Option(0, "--seed", help="Random seed (split, initialization, shuffling, sampling)."),
     beta: float = typer.Option(1.0, "--beta", help="Weight of the KL term."),
     regression_weight: float = typer.Option(1000.0, "--regression-weight", help="Weight of the regression MSE (z-scored)."),
+    latent_dim: int = typer.Option(16, "--latent-dim", help="Dimension of the latent space (the paper's 16 by default)."),
     decoder_seed_channels: int = typer.Option(64, "--decoder-seed-channels", help="Channels of the decoder's 7x7 seed."),
     decoder_filters: str = typer.Option("32,16", "--decoder-filters",
                                         help="Widths of the decoder's transposed convolutions (7 -> 14 -> 28), comma-separated."),
@@ -75,9 +76,9 @@ def vae(
     """Train the VAE + property regressor (paper Eq. 6) with a seeded validation split and early stopping."""
     try:
         widths = _int_list(decoder_filters, "--decoder-filters")
-        if decoder_seed_channels < 1 or decoder_convs < 0:
-            raise InvalidValueError(f"--decoder-seed-channels must be >= 1 and --decoder-convs >= 0, got "
-                                    f"{decoder_seed_channels} and {decoder_convs}")
+        if latent_dim < 1 or decoder_seed_channels < 1 or decoder_convs < 0:
+            raise InvalidValueError(f"--latent-dim and --decoder-seed-channels must be >= 1 and --decoder-convs >= 0, got "
+                                    f"{latent_dim}, {decoder_seed_channels} and {decoder_convs}")
         database = _open_db(db)
         from .train import train_vae
 
@@ -87,7 +88,7 @@ def vae(
         meta = train_vae(database, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
                          patience=patience, lr_patience=lr_patience, lr_factor=lr_factor, val_fraction=val_fraction, seed=seed,
                          time_limit=time_limit,
-                         hyper={"beta": beta, "regression_weight": regression_weight,
+                         hyper={"latent_dim": latent_dim, "beta": beta, "regression_weight": regression_weight,
                                 "decoder_seed_shape": [7, 7, decoder_seed_channels], "decoder_filters": widths,
                                 "decoder_convs": decoder_convs}, progress=not quiet,
                          command=command, fresh=fresh, log=console.print)
