@@ -196,7 +196,7 @@ class LatentModel:
         return cells[0] if single else cells
 
     def refine_codes(self, cells, steps: int = 300, learning_rate: float = 0.05) -> np.ndarray:
-        """Codes (N, 16) under which the decoder reconstructs ``cells`` best, started from their posterior means.
+        """Codes (N, latent_dim) under which the decoder reconstructs ``cells`` best, from their posterior means.
 
         The encoder is amortized (one network for all cells), so its mean is near, not at, the code
         with the highest decoder log-likelihood. Adam on each cell's Bernoulli log-likelihood (no prior
@@ -229,7 +229,7 @@ class LatentModel:
         best_z, best = z.numpy(), nll(z).numpy()
         for _ in range(steps):
             before = z.numpy()
-            values = step().numpy()                 # the log-likelihood of the codes before this update
+            values = step().numpy()                 # negative log-likelihood of the codes before this update
             better = values < best
             best_z[better], best[better] = before[better], values[better]
         final = nll(z).numpy()

@@ -10,7 +10,8 @@ back to 50x50. A decoded cell is symmetric by construction and an epoch costs a 
 full-cell computation, which is what makes training on 2 CPU cores feasible.
 
 * encoder: Conv2D 32-64-128 (3x3, stride 2, ReLU) -> Dense 256 -> (mu, sigma) of a diagonal
-  Gaussian posterior ``q(z|x) = tfd.MultivariateNormalDiag(mu, sigma)``, 16 latent dimensions;
+  Gaussian posterior ``q(z|x) = tfd.MultivariateNormalDiag(mu, sigma)``, 16 latent dimensions (the
+  paper's; ``latent_dim``, ``metasys train vae --latent-dim``);
 * decoder (shallower): Dense -> 7x7x64 -> Conv2DTranspose 32 (stride 2) -> Conv2DTranspose 16
   (stride 2) -> 3x3 Conv to 1 channel of logits, cropped to 25x25; likelihood
   ``p(x|z) = tfd.Independent(tfd.Bernoulli(logits), 3)`` (per-pixel Bernoulli). The seed shape, the
