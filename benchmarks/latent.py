@@ -88,10 +88,13 @@ def main(argv=None):
     if args.pca:
         from sklearn.decomposition import PCA
 
+        from metasys.latent.model import to_quarters
+        from metasys.latent.train import load_quarters
+
         train = np.setdiff1d(np.arange(len(db)), held)
         fit = np.sort(aux.choice(train, size=min(30_000, len(train)), replace=False))
-        xq = db.get_cells(fit)[:, :25, :25].reshape(len(fit), -1).astype(np.float32)
-        hq = cells[:, :25, :25].reshape(len(held), -1).astype(np.float32)
+        xq = load_quarters(db, fit).reshape(len(fit), -1).astype(np.float32)
+        hq = to_quarters(cells).reshape(len(held), -1)
         res["pca_reference"] = {}
         for k in (int(c) for c in args.pca.split(",")):
             pca = PCA(k, random_state=args.seed).fit(xq)

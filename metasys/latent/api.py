@@ -226,7 +226,7 @@ class LatentModel:
             opt.apply_gradients([(tape.gradient(total, z), z)])
             return values
 
-        best_z, best = z.numpy(), nll(z).numpy()
+        best_z, best = z.numpy(), np.full(len(x), np.inf)
         for _ in range(steps):
             before = z.numpy()
             values = step().numpy()                 # negative log-likelihood of the codes before this update
