@@ -1,6 +1,6 @@
 """Design the standard bridge (30 x 4 cells whose top and bottom edges rise as an arch when the span is shortened).
 
-Usage: ``python examples/bridge.py [OUT]`` (default ``./out-bridge``); about a minute on 2 cores.
+Usage: ``python examples/bridge.py [OUT]`` (default ``./out-bridge``); about two minutes on 2 cores.
 """
 
 import sys

@@ -107,10 +107,43 @@ def test_design_rejects_bad_arguments():
         design(42)
     with pytest.raises(InvalidValueError, match="k"):
         design(small_arch(), k=0)
+    with pytest.raises(InvalidValueError, match="k: expected a positive integer"):
+        design(small_arch(), k=2.5)
     with pytest.raises(InvalidValueError, match="generator: expected 'auto'"):
         design(small_arch(), generator="diffusion")
     with pytest.raises(InvalidTypeError, match="generator"):
         design(small_arch(), generator=3)
+
+
+def test_small_grids_get_more_candidates_by_default():
+    """k defaults to 40 on grids of at most 400 cells (the bridge), 10 on larger ones (the smiley)."""
+    from metasys.pipeline import candidates_per_element
+    from metasys.problems import bridge, smiley
+
+    assert candidates_per_element(bridge()) == 40 and candidates_per_element(smiley()) == 10
+    d = design(small_arch(), seed=0, progress=False, generator=None, full_scale=False)
+    assert d.candidate_indices.shape == (2, 4, 40) and d.report()["candidates_per_element"] == 40
+    assert ((d.labels >= 0) & (d.labels < 40)).all()
+
+
+def test_an_already_verified_structure_is_not_solved_again(monkeypatch):
+    """The generator's pass often assembles the structure already checked; its full-scale solution is reused."""
+    import metasys.fem.full_scale as full_scale
+    import metasys.pipeline as pipeline
+    from metasys.candidates import diverse_candidates
+    from metasys.property_optimization import optimize_properties
+
+    problem, db = small_arch(), Database.default()
+    macro = optimize_properties(problem, db, max_iterations=20)
+    cands = diverse_candidates(macro.properties, k=2, database=db, seed=0)
+    real, calls = full_scale.solve_full_scale, []
+    monkeypatch.setattr(full_scale, "solve_full_scale", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    run = dict(problem=problem, database=db, macro_options=None, mrf_options=None, full_scale=True, progress=False,
+               say=lambda line: None, timings=dict.fromkeys(pipeline.STAGES, 0.0))
+    first = pipeline._assemble_and_verify(macro, cands, **run)
+    again = pipeline._assemble_and_verify(macro, cands, **run, verified=first)
+    assert len(calls) == 1
+    assert again["rrmse_full"] == first["rrmse_full"] and np.array_equal(again["full_u"], first["full_u"])
 
 
 @pytest.mark.slow
