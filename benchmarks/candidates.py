@@ -1,6 +1,6 @@
 """Diverse candidate sets (issue #6, paper Sec. 4.2 / Fig. 11): k-means against greedy, and batch speed.
 
-    python benchmarks/candidates.py [--k 10] [--tolerance 0.03] [--batch 2500] [--plot DIR] [--json out.json]
+    python benchmarks/candidates.py [--k 10] [--tolerance 0.03] [--batch 2500] [--plot DIR] [--model DIR] [--json out.json]
 
 Prints, for two targets, the k-means and greedy sets' diversity (mean pairwise latent distance, in
 the full latent space and in the plane of the first two principal components that k-means uses),
@@ -35,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--n-random", type=int, default=200, help="random targets for the averaged comparison")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", default=None, help="write Fig. 11-style images of the two targets' sets to this folder")
+    ap.add_argument("--model", default=None, help="latent model directory (default: the shipped databases/vae)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -43,7 +44,7 @@ def main(argv=None):
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
-    lm = LatentModel.default()
+    lm = LatentModel.default() if args.model is None else LatentModel.load(args.model)
     db = lm.database
     lm.latent_codes()
     pca = lm.pca(2)

@@ -1,6 +1,6 @@
 """Metamaterial families along the gradation of paper Eq. 7 (issue #6, Sec. 4.3 / Fig. 12-13).
 
-    python benchmarks/families.py [--n 5] [--delta 0.03] [--interpolate 10] [--extrapolate 0.0] [--json out.json]
+    python benchmarks/families.py [--n 5] [--delta 0.03] [--interpolate 10] [--extrapolate 0.0] [--model DIR] [--json out.json]
 
 Prints the number of cells near the gradation, the disjoint families found (members, C11 range),
 each family's deviation from the gradation curve (max and mean Euclidean distance in property space,
@@ -27,6 +27,7 @@ def main(argv=None):
     ap.add_argument("--link", default="latent")
     ap.add_argument("--interpolate", type=int, default=10)
     ap.add_argument("--extrapolate", type=float, default=0.0)
+    ap.add_argument("--model", default=None, help="latent model directory (default: the shipped databases/vae)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -35,7 +36,7 @@ def main(argv=None):
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
-    lm = LatentModel.default()
+    lm = LatentModel.default() if args.model is None else LatentModel.load(args.model)
     lm.latent_codes()
     t_load = time.perf_counter() - t0
     grad = paper_gradation()
