@@ -15,7 +15,7 @@ EXPORTS = ("structure.png", "structure.svg", "structure.vtu", "structure.stl")
 def design(
     problem: str = typer.Argument(..., help="'bridge', 'smiley', 'graded' or a problem file (.toml / .json)."),
     out: Path = typer.Option(None, "--out", help="Output folder (default: ./design-<problem>)."),
-    k: int = typer.Option(None, "--k", help="Candidate cells per macro element (default: 40 on grids of at most "
+    k: int | None = typer.Option(None, "--k", help="Candidate cells per macro element (default: 40 on grids of at most "
                                              "400 cells, else 10).", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed of every stochastic step."),
     db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),

@@ -41,6 +41,7 @@ VERIFIED_STARTS = 3
 SMALL_GRID_K = 40
 """Candidates per element on small grids (see `candidates_per_element`)."""
 DEFAULT_K = 10
+"""Candidates per element on larger grids (the paper's scale)."""
 AUTO_GENERATOR = {"max_targets": 2, "max_per_target": 1, "max_iter": 10, "gammas": (5.0, 10.0, 20.0, 100.0)}
 """Options of `metasys.diffusion.candidate_generator` for ``design(generator="auto")``, i.e. its budget: the
 uncovered targets are grouped into at most ``max_targets`` k-means groups, each group's representative gets
