@@ -44,8 +44,8 @@ class LatentModel:
 
     Open one with `load` (a model directory written by ``metasys train vae``) or
     `default` (the shipped ``databases/vae``). Cells are (N, 50, 50) arrays (row 0 at the
-    bottom), latent codes (N, d) arrays with d = `latent_dim` (16 for the shipped model, and the
-    shapes below are written for it); a single cell (50, 50) or code (d,) gives unbatched results.
+    bottom), latent codes (N, d) arrays with d = `latent_dim` (32 for the shipped model, 16 for the
+    paper's dimension in ``databases/vae-16d``); a single cell (50, 50) or code (d,) gives unbatched results.
 
     Examples
     --------
@@ -165,7 +165,7 @@ class LatentModel:
         return a, single
 
     def encode(self, cells, return_scale: bool = False, batch_size: int = 2048):
-        """Posterior means (N, 16) of cells (and the posterior scales (N, 16) when ``return_scale``).
+        """Posterior means (N, d) of cells (and the posterior scales (N, d) when ``return_scale``).
 
         ``cells`` are binary or grayscale in [0, 1]. The network reads the bottom-left quarter; a cell
         that is not mirror-symmetric is first replaced by the average of its four mirror images.
@@ -265,11 +265,11 @@ class LatentModel:
 
     # ----------------------------------------------------------- latent moves
     def interpolate(self, z_a, z_b, n: int = 7) -> np.ndarray:
-        """``n`` codes (n, 16) evenly spaced on the segment from ``z_a`` to ``z_b`` (both included)."""
+        """``n`` codes (n, d) evenly spaced on the segment from ``z_a`` to ``z_b`` (both included)."""
         a, _ = self._z_in(z_a, "z_a")
         b, _ = self._z_in(z_b, "z_b")
         if a.shape[0] != 1 or b.shape[0] != 1:
-            raise InvalidValueError("interpolate: z_a and z_b must each be one code of shape (16,)")
+            raise InvalidValueError("interpolate: z_a and z_b must each be one code of shape (d,)")
         if int(n) < 2:
             raise InvalidValueError(f"interpolate: n must be >= 2, got {n!r}")
         t = np.linspace(0.0, 1.0, int(n))[:, None]
@@ -280,9 +280,9 @@ class LatentModel:
     def traverse(self, z, axis, steps: int = 7, size: float = 0.5) -> np.ndarray:
         """Codes along a direction through ``z``, centred on it (paper Fig. 7, 9, 10).
 
-        ``axis`` is a latent axis (int) or a direction vector (16,) (e.g. `arrow`; used as
+        ``axis`` is a latent axis (int) or a direction vector (d,) (e.g. `arrow`; used as
         given, not normalized). Point ``k`` is ``z + (k - (steps - 1) / 2) * size * direction``.
-        Returns (steps, 16) for one code, (N, steps, 16) for N codes.
+        Returns (steps, d) for one code, (N, steps, d) for N codes.
         """
         a, single = self._z_in(z)
         if isinstance(axis, (int, np.integer)):
@@ -303,7 +303,7 @@ class LatentModel:
 
     # ------------------------------------------------------- database in latent space
     def latent_codes(self) -> np.ndarray:
-        """Posterior means (N, 16) of every cell of `database`.
+        """Posterior means (N, d) of every cell of `database`.
 
         Computed once and cached next to the model as ``latent_codes_<fingerprint>.npy``.
         """
@@ -329,7 +329,7 @@ class LatentModel:
         return codes
 
     def arrow(self, kind: str, normalize: bool = True) -> np.ndarray:
-        """Semantic arrow (16,) from the latent cluster centres of `database` (paper Sec. 4.1).
+        """Semantic arrow (d,) from the latent cluster centres of `database` (paper Sec. 4.1).
 
         ``kind``: ``"C11"``, ``"C12"``, ``"C22"``, ``"C33"`` (centre of the 30% of cells with the
         highest value minus centre of the 30% with the lowest), ``"poisson"`` (same with
@@ -375,6 +375,6 @@ class LatentModel:
                          explained_variance_ratio=p.explained_variance_ratio_)
 
     def sample_prior(self, n: int, seed=None) -> np.ndarray:
-        """``n`` codes (n, 16) drawn from the N(0, I) prior."""
+        """``n`` codes (n, d) drawn from the N(0, I) prior."""
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         return rng.standard_normal((int(n), self.latent_dim)).astype(np.float32)

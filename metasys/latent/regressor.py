@@ -24,7 +24,7 @@ from .train import WEIGHTS, save_weights, write_json
 def refit_regressor(model_dir, db=None, *, units=(128, 128), epochs: int = 200, batch_size: int = 256,
                     learning_rate: float = 1e-3, patience: int = 10, seed: int = 0, command: str | None = None,
                     log=print) -> dict:
-    """Fit a new regressor head ``posterior mean (16,) -> normalized properties (4,)`` and store it.
+    """Fit a new regressor head ``posterior mean (d,) -> normalized properties (4,)`` and store it.
 
     Parameters
     ----------
