@@ -1,5 +1,7 @@
 """Diverse candidate sets (k-means in the latent PCA plane), greedy baseline, uncovered targets, generator hook."""
 
+import functools
+
 import numpy as np
 import pytest
 from test_database import crosses
@@ -205,6 +207,11 @@ def shipped():
 TARGETS = np.array([[0.3, 0.1, 0.3, 0.08], [0.6, 0.2, 0.4, 0.15]])
 
 
+def plane_diversity(pca, z):
+    """Diversity (...,) of code sets z (..., k, d) projected on the plane of a `LatentPCA`, where k-means runs."""
+    return diversity(pca.transform(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], 2))
+
+
 def test_shipped_two_targets(shipped):
     lm, db = shipped
     c = diverse_candidates(TARGETS, k=10, model=lm)
@@ -231,8 +238,7 @@ def test_shipped_two_targets(shipped):
     q = db.properties[rng.choice(len(db), 50, replace=False)] + rng.normal(0, 0.01, (50, 4))
     cq = diverse_candidates(q, k=10, model=lm, load_cells=False)
     gq = greedy_candidates(q, k=10, model=lm, load_cells=False)
-    pca = lm.pca(2)
-    plane = lambda z: diversity(pca.transform(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], 2))  # noqa: E731
+    plane = functools.partial(plane_diversity, lm.pca(2))
     both = cq.covered & gq.covered
     assert plane(cq.z)[both].mean() > 1.1 * plane(gq.z)[both].mean()
     assert cq.diversity().mean() > gq.diversity().mean()
@@ -252,6 +258,5 @@ def test_paper_model_clusters_are_clearly_more_spread_in_the_pca_plane(shipped):
     lm = LatentModel.load(default_model_dir().parent / "vae-16d", database=shipped[1])
     c = diverse_candidates(TARGETS, k=10, model=lm, load_cells=False)
     g = greedy_candidates(TARGETS, k=10, model=lm, load_cells=False)
-    pca = lm.pca(2)
-    plane = lambda z: diversity(pca.transform(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], 2))  # noqa: E731
+    plane = functools.partial(plane_diversity, lm.pca(2))
     assert (plane(c.z) > 1.1 * plane(g.z)).all()
