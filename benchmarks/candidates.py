@@ -39,8 +39,8 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from metasys.candidates import diverse_candidates, diversity
     from metasys.latent import LatentModel
+    from metasys.selection.candidates import diverse_candidates, diversity
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def main(argv=None):
     if args.plot:
         from pathlib import Path
 
-        from metasys.family_plots import plot_candidates
+        from metasys.selection.plots import plot_candidates
 
         out = Path(args.plot)
         for i in range(len(TARGETS)):

@@ -1,4 +1,4 @@
-"""Benchmark of the structure exports (`metasys.export`): time and file size per format.
+"""Benchmark of the structure exports (`metasys.pipeline.export`): time and file size per format.
 
 Builds a structure of random mirror-symmetric 50 x 50 cells (each a thresholded smooth random
 field on a 25 x 25 quarter, mirrored; about half solid, with holes and diagonal contacts) for a
@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from metasys import problems
-from metasys.export import export_structure, stl_triangles
+from metasys.pipeline.export import export_structure, stl_triangles
 
 SIZES = {"200x1500": (30, 4, "bridge"), "2500x2500": (50, 50, "smiley")}
 

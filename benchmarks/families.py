@@ -31,8 +31,8 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from metasys.families import family_graph, paper_gradation
     from metasys.latent import LatentModel
+    from metasys.selection.families import family_graph, paper_gradation
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def main(argv=None):
               f"across the cell): {int((dec_c11 < 1e-3).sum())} of {len(dec_c11)}")
         report["decoded_s"] = t_interp
     if fams:
-        from metasys.families import family_candidates
+        from metasys.selection.families import family_candidates
 
         targets = grad(np.random.default_rng(0).uniform(0.0, 1.0, (15, 40)))
         t = time.perf_counter()

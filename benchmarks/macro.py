@@ -20,8 +20,8 @@ import argparse
 import time
 
 from metasys import Database, problems
-from metasys.families import paper_gradation
-from metasys.property_optimization import optimize_properties
+from metasys.macro.optimization import optimize_properties
+from metasys.selection.families import paper_gradation
 
 TARGETS = {"bridge": (0.01, 10.0), "smiley": (0.08, 120.0), "graded": (0.03, None)}
 
@@ -60,7 +60,7 @@ def main() -> None:
         if args.plots:
             from pathlib import Path
 
-            from metasys.property_plots import plot_deformed, plot_history, plot_property_maps
+            from metasys.macro.plots import plot_deformed, plot_history, plot_property_maps
 
             out = Path(args.plots)
             plot_property_maps(result.properties, out / f"{name}_properties.png", title=f"{name}: optimized properties",

@@ -1,20 +1,35 @@
 """metasys: design of multiscale mechanical metamaterial systems."""
 
-from . import problems
+import sys as _sys
+
+from . import _moved
 from ._version import __version__
-from .candidates import Candidates, diverse_candidates, diversity, greedy_candidates
 from .database import Database
-from .families import Family, Gradation, family_candidates, find_families, paper_gradation
 from .fem import homogenize
 from .latent.api import LatentModel
+from .macro import MacroResult, Problem, optimize_properties, problems
 from .material import Material
 from .mrf import MRFModel, MRFResult, assemble, mrf_from_candidates, solve_mrf
 from .pipeline import Design, design
-from .property_optimization import MacroResult, optimize_properties
+from .selection import (
+    Candidates,
+    Family,
+    Gradation,
+    diverse_candidates,
+    diversity,
+    family_candidates,
+    find_families,
+    greedy_candidates,
+    paper_gradation,
+)
+
+# `metasys.problems` is public API (``metasys.problems.bridge()``): the module of the macro stage under its old name.
+_sys.modules[__name__ + ".problems"] = problems
+_moved.install()
 
 __all__ = [
     "Candidates", "Database", "Design", "Family", "GeneratedCells", "Gradation", "LatentModel", "MRFModel", "MRFResult",
-    "MacroResult", "Material", "assemble", "design", "diverse_candidates", "diversity", "family_candidates",
+    "MacroResult", "Material", "Problem", "assemble", "design", "diverse_candidates", "diversity", "family_candidates",
     "find_families", "generate_cells", "greedy_candidates", "homogenize", "mrf_from_candidates", "optimize_properties",
     "paper_gradation", "problems", "solve_mrf", "__version__"]
 

@@ -7,9 +7,9 @@ import pytest
 from test_database import crosses
 
 from metasys import Database, homogenize
-from metasys.candidates import Candidates, diverse_candidates, diversity, greedy_candidates
 from metasys.errors import InvalidTypeError, InvalidValueError
 from metasys.fem.element import properties_of
+from metasys.selection.candidates import Candidates, diverse_candidates, diversity, greedy_candidates
 
 TARGET = np.array([0.5, 0.2, 0.5, 0.1])
 # Nine cells within the tolerance 0.03 of TARGET in three latent clusters, three cells outside it.

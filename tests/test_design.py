@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from metasys.problems import Problem
 
 import metasys
 from metasys import Database, Design, design
 from metasys.errors import InvalidTypeError, InvalidValueError
 from metasys.fem import homogenize
-from metasys.problems import Problem
 
 REPORT_KEYS = {"problem", "rrmse_macro", "rrmse_full", "n_components", "theta_G_zero_fraction", "timings", "seed",
                "versions"}
@@ -117,8 +117,9 @@ def test_design_rejects_bad_arguments():
 
 def test_small_grids_get_more_candidates_by_default():
     """k defaults to 40 on grids of at most 400 cells (the bridge), 10 on larger ones (the smiley)."""
-    from metasys.pipeline import candidates_per_element
     from metasys.problems import bridge, smiley
+
+    from metasys.pipeline import candidates_per_element
 
     assert candidates_per_element(bridge()) == 40 and candidates_per_element(smiley()) == 10
     d = design(small_arch(), seed=0, progress=False, generator=None, full_scale=False)
@@ -129,9 +130,9 @@ def test_small_grids_get_more_candidates_by_default():
 def test_an_already_verified_structure_is_not_solved_again(monkeypatch):
     """The generator's pass often assembles the structure already checked; its full-scale solution is reused."""
     import metasys.fem.full_scale as full_scale
-    import metasys.pipeline as pipeline
-    from metasys.candidates import diverse_candidates
-    from metasys.property_optimization import optimize_properties
+    import metasys.pipeline.run as pipeline
+    from metasys.macro.optimization import optimize_properties
+    from metasys.selection.candidates import diverse_candidates
 
     problem, db = small_arch(), Database.default()
     macro = optimize_properties(problem, db, max_iterations=20)
@@ -150,7 +151,7 @@ def test_an_already_verified_structure_is_not_solved_again(monkeypatch):
 def test_design_generates_cells_for_uncovered_targets_by_default(monkeypatch):
     """generator="auto" hands exactly the uncovered targets to the shipped diffusion prior; None turns it off."""
     import metasys.diffusion.generate as generate
-    import metasys.pipeline as pipeline
+    import metasys.pipeline.run as pipeline
     from metasys.diffusion.model import default_model_path
 
     if not (default_model_path() / "weights.msgpack").exists():
@@ -215,7 +216,7 @@ def test_cli_design_writes_report_structure_and_exports(tmp_path):
 
 @pytest.mark.slow
 def test_family_mode_keeps_the_family_with_the_best_full_scale_result():
-    from metasys.families import paper_gradation
+    from metasys.selection.families import paper_gradation
 
     d = design(small_arch(), family=paper_gradation(), seed=0, progress=False)
     assert d.mode == "family" and len(d.families) >= 2

@@ -40,9 +40,10 @@ def _tutorial_blocks(lang: str) -> list[str]:
 
 def test_tutorial_problem_file(tmp_path):
     """The TOML example of the tutorial loads and equals the Problem built in Python next to it."""
+    from metasys.problems import Problem, load_problem
+
     from metasys.errors import FileFormatError
     from metasys.fem import Prescribed
-    from metasys.problems import Problem, load_problem
 
     (toml,) = _tutorial_blocks("toml")
     path = tmp_path / "bump.toml"

@@ -1,4 +1,4 @@
-"""Tests of metasys.export: npy/png/svg/vtu/stl exports of a pixel structure (row 0 at the bottom)."""
+"""Tests of metasys.pipeline.export: npy/png/svg/vtu/stl exports of a pixel structure (row 0 at the bottom)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from metasys.problems import Problem
 from scipy import ndimage
 
-from metasys import export as ex
 from metasys.errors import FileFormatError, InvalidTypeError, InvalidValueError
 from metasys.io import load_cell
-from metasys.problems import Problem
+from metasys.pipeline import export as ex
 
 # two pixels touching only at a corner, both orientations, plus a ring with a hole and a diagonal contact
 DIAGONAL = np.array([[1, 0], [0, 1]], dtype=bool)

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from metasys import Database, homogenize
 from metasys.errors import InvalidValueError
-from metasys.families import (
+from metasys.fem.element import properties_of
+from metasys.selection.families import (
     Family,
     build_graph,
     distance_to_curve,
@@ -21,7 +22,6 @@ from metasys.families import (
     paper_gradation,
     shortest_paths,
 )
-from metasys.fem.element import properties_of
 
 DIRECTION = np.array([1.0, 0.3, 1.0, 0.2])
 
@@ -263,7 +263,7 @@ def test_shipped_interpolation_follows_the_gradation(shipped):
 
 
 def _app():
-    from metasys.family_cli import family
+    from metasys.selection.cli import family
 
     app = typer.Typer()
     app.command("family")(family)

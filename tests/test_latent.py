@@ -14,9 +14,9 @@ pytest.importorskip("tf_keras")
 from typer.testing import CliRunner  # noqa: E402
 
 from metasys import Database  # noqa: E402
+from metasys.cli import app  # noqa: E402
 from metasys.errors import FileFormatError, InvalidCellError, InvalidValueError  # noqa: E402
 from metasys.latent import LatentModel  # noqa: E402
-from metasys.latent.cli import latent_app, train_app  # noqa: E402
 
 N_CELLS = 300
 
@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
     db = Database.create(root / "tiny.h5")
     db.append(crosses(N_CELLS))
     out = root / "model"
-    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(out), "--epochs", "2",
+    result = CliRunner().invoke(app, ["train", "vae", "--db", str(db.path), "--out", str(out), "--epochs", "2",
                                             "--batch-size", "64", "--seed", "3", "--quiet"])
     assert result.exit_code == 0, result.output
     return db, out
@@ -54,7 +54,7 @@ def test_cli_writes_model_dir(tiny):
 
 
 def test_cli_bad_db_path(tmp_path):
-    result = CliRunner().invoke(train_app, ["vae", "--db", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "m")])
+    result = CliRunner().invoke(app, ["train", "vae", "--db", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "m")])
     assert result.exit_code != 0
     assert "missing.h5" in result.output and "does not exist" in result.output
     assert not (tmp_path / "m").exists()
@@ -199,11 +199,12 @@ def test_latent_cache_created_and_reused(tiny):
 
 def test_latent_plot_cli(tiny, tmp_path):
     db, out = tiny
-    result = CliRunner().invoke(latent_app, ["plot", "--model", str(out), "--db", str(db.path), "--out", str(tmp_path / "fig")])
+    result = CliRunner().invoke(app, ["latent", "plot", "--model", str(out), "--db", str(db.path),
+                                      "--out", str(tmp_path / "fig")])
     assert result.exit_code == 0, result.output
     for name in ("latent_pca.png", "traversal_axes.png", "traversal_arrows.png", "prior_samples.png", "reconstructions.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 1000
-    bad = CliRunner().invoke(latent_app, ["plot", "--model", str(tmp_path), "--out", str(tmp_path / "fig2")])
+    bad = CliRunner().invoke(app, ["latent", "plot", "--model", str(tmp_path), "--out", str(tmp_path / "fig2")])
     assert bad.exit_code != 0 and "model.json" in bad.output
 
 
@@ -214,7 +215,7 @@ def test_regressor_refit_keeps_encoder_and_decoder(model, tiny, tmp_path):
     cells = db.get_cells(np.arange(12))
     z_before = model.encode(cells)
     runner = CliRunner()
-    result = runner.invoke(train_app, ["regressor", "--model", str(copy), "--db", str(db.path), "--units", "24,12",
+    result = runner.invoke(app, ["train", "regressor", "--model", str(copy), "--db", str(db.path), "--units", "24,12",
                                        "--epochs", "3", "--seed", "1"])
     assert result.exit_code == 0, result.output
     refit = LatentModel.load(copy, database=db)
@@ -226,14 +227,15 @@ def test_regressor_refit_keeps_encoder_and_decoder(model, tiny, tmp_path):
     assert record["epochs_run"] == 3 and len(record["val_r2_after"]) == 4
     assert record["command"].startswith("metasys train regressor")
     assert refit.predict(z_before).shape == (12, 4)
-    bad = runner.invoke(train_app, ["regressor", "--model", str(copy), "--db", str(db.path), "--units", "a,b"])
+    bad = runner.invoke(app, ["train", "regressor", "--model", str(copy), "--db", str(db.path), "--units", "a,b"])
     assert bad.exit_code == 2 and "--units" in bad.output
 
 
 def test_wider_decoder_from_cli(tiny, tmp_path):
     db, _ = tiny
     out = tmp_path / "wide"
-    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(out), "--epochs", "1", "--batch-size", "64",
+    result = CliRunner().invoke(app, ["train", "vae", "--db", str(db.path), "--out", str(out), "--epochs", "1",
+                                      "--batch-size", "64",
                                             "--decoder-seed-channels", "8", "--decoder-filters", "6,4", "--decoder-convs", "2",
                                             "--latent-dim", "5", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -259,7 +261,7 @@ def test_wider_decoder_from_cli(tiny, tmp_path):
 ])
 def test_cli_bad_decoder_options(tiny, tmp_path, args, message):
     db, _ = tiny
-    result = CliRunner().invoke(train_app, ["vae", "--db", str(db.path), "--out", str(tmp_path / "m"), "--quiet", *args])
+    result = CliRunner().invoke(app, ["train", "vae", "--db", str(db.path), "--out", str(tmp_path / "m"), "--quiet", *args])
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "m").exists()

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from metasys.problems import Problem, bridge, graded, load_problem, smiley
 
 from metasys.errors import FileFormatError, InvalidValueError
-from metasys.families import paper_gradation
 from metasys.fem.boundary import Prescribed
-from metasys.problems import Problem, bridge, graded, load_problem, smiley
-from metasys.property_optimization import PropertyObjective, optimize_properties, rrmse
+from metasys.macro.optimization import PropertyObjective, optimize_properties, rrmse
+from metasys.selection.families import paper_gradation
 
 
 class BallDatabase:
@@ -177,7 +177,7 @@ def test_malformed_problem_files(tmp_path):
 
 
 def test_plots(tmp_path):
-    from metasys.property_plots import plot_deformed, plot_history, plot_property_maps
+    from metasys.macro.plots import plot_deformed, plot_history, plot_property_maps
 
     problem = tiny_problem()
     result = optimize_properties(problem, BallDatabase(), max_iterations=5)
@@ -229,7 +229,7 @@ def test_bridge_reaches_issue_target_with_default_settings():
     """Issue #7 figure: bridge macro RRMSE <= 0.01 with >= 99 % feasible elements (full default database)."""
     from metasys import Database
     from metasys.database.storage import default_path
-    from metasys.property_optimization import macro_settings
+    from metasys.macro.optimization import macro_settings
 
     if not default_path().exists():
         pytest.skip("default database not available")

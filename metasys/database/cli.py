@@ -146,3 +146,6 @@ def export(
     else:
         raise InvalidValueError(f"export: output must end in .csv or .npz, got {out.name!r}")
     console.print(f"wrote {out} ({len(db)} cells)")
+
+
+GROUPS = {"db": db_app}

@@ -7,17 +7,13 @@ from itertools import combinations
 import numpy as np
 
 from ..fem.element import PROPERTY_NAMES
-from ..io import atomic_path
+from ..plotting import pyplot, save_figure
 from .storage import SOURCES
 
 
 def plot_property_space(properties: np.ndarray, path, source: np.ndarray | None = None, title: str = "") -> None:
     """Pairwise scatter of (C11, C12, C22, C33), coloured by provenance, written to ``path`` (PNG/PDF/SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     properties = np.asarray(properties)
     source = np.zeros(len(properties), int) if source is None else np.asarray(source)
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), constrained_layout=True)
@@ -32,7 +28,4 @@ def plot_property_space(properties: np.ndarray, path, source: np.ndarray | None 
         ax.set_xlabel(PROPERTY_NAMES[i])
         ax.set_ylabel(PROPERTY_NAMES[j])
     axes[0, 0].legend(markerscale=4, loc="best", fontsize=8)
-    fig.suptitle(title or f"property space of {len(properties)} cells")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1])
-    plt.close(fig)
+    save_figure(fig, path, title=title or f"property space of {len(properties)} cells", dpi=120)

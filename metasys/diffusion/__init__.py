@@ -2,7 +2,7 @@
 
 - :class:`DiffusionModel` — trained U-Net + schedule (``metasys train diffusion`` writes one)
 - :func:`generate_cells` — cells for a target stiffness (noise-input optimization, or ``method="guided"``)
-- :func:`candidate_generator` — the generator hook of ``metasys.candidates.diverse_candidates``
+- :func:`candidate_generator` — the generator hook of ``metasys.selection.candidates.diverse_candidates``
   (:func:`default_generator`: the same over the shipped weights, None without them)
 - :class:`~metasys.diffusion.hyperelastic.HyperelasticTension` — neo-Hookean tension response (``response=``)
 - :func:`append_generated` — store generated cells in a database with provenance ``"generated"``
@@ -15,8 +15,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "DiffusionModel": "model", "default_model_path": "model",
-    "GeneratedCells": "generate", "append_generated": "generate", "binarization": "generate",
-    "candidate_generator": "generate", "default_generator": "generate", "generate_cells": "generate", "p_to_matrix": "generate",
+    "GeneratedCells": "cells", "append_generated": "generate", "binarization": "cells",
+    "candidate_generator": "generate", "default_generator": "generate", "generate_cells": "generate", "p_to_matrix": "cells",
     "bulk_modulus": "guided", "bulk_modulus_loss": "guided", "diversity": "guided", "frac": "guided",
     "guided_sample": "guided",
     "HyperelasticTension": "hyperelastic", "Schedule": "schedule", "train_diffusion": "train", "UNetConfig": "unet",

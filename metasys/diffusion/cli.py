@@ -1,4 +1,4 @@
-"""``metasys train diffusion``: the typer command function (registered by ``metasys.cli``)."""
+"""``metasys train diffusion`` (mounted by `metasys.cli`)."""
 
 from __future__ import annotations
 
@@ -77,3 +77,6 @@ def diffusion(
     loss = t["final_loss"] if t["final_loss"] is not None else float("nan")
     console.print(f"{out}: {t['steps_run']}/{t['steps']} steps, {t['status']}, loss {loss:.4f}, "
                   f"{t['training_time_s']:.0f} s" + (f" ({sps:.3f} s/step)" if sps else ""))
+
+
+TRAIN_COMMANDS = {"diffusion": diffusion}

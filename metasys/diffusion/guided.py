@@ -58,7 +58,7 @@ def guided_sample(model, loss_fn, targets, n: int = 1, material: Material = Mate
                   eta: float = 1.0, scale: float = 100.0, gamma: float = 100.0, final_gamma: float = 100.0,
                   density_weight: float = 0.0, guidance: str = "x0", symmetric: bool = False, clip_x0: bool = True,
                   shape=(50, 50)):
-    """Loss-guided DDIM sampling; returns a :class:`~metasys.diffusion.generate.GeneratedCells` (method "guided").
+    """Loss-guided DDIM sampling; returns a :class:`~metasys.diffusion.cells.GeneratedCells` (method "guided").
 
     Parameters
     ----------
@@ -80,7 +80,7 @@ def guided_sample(model, loss_fn, targets, n: int = 1, material: Material = Mate
 
     from ..fem import homogenize
     from ..fem.differentiable import homogenize_jax
-    from .generate import GeneratedCells, binarization, mirror_quarter_jax
+    from .cells import GeneratedCells, binarization, mirror_quarter_jax
     from .preprocess import resize
     from .schedule import ddim_coefficients, ddim_update, predict_x0
 

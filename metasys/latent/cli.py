@@ -1,4 +1,4 @@
-"""``metasys train vae`` and ``metasys latent plot``."""
+"""``metasys train vae``, ``metasys train regressor`` and ``metasys latent plot`` (mounted by `metasys.cli`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ from rich.console import Console
 
 from ..errors import InvalidValueError, MetasysError
 
-train_app = typer.Typer(help="Train the learned models.", no_args_is_help=True)
 latent_app = typer.Typer(help="Explore the latent space of a trained VAE.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-@train_app.callback()
-def _train_group():
-    """Train the learned models."""
 
 
 @latent_app.callback()
@@ -48,7 +42,6 @@ def _fail(exc: Exception):
     raise typer.Exit(code=2)
 
 
-@train_app.command("vae")
 def vae(
     db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
     out: Path = typer.Option(..., "--out", help="Model directory to write (an existing checkpoint there is resumed)."),
@@ -99,7 +92,6 @@ def vae(
                   f"{t['training_time_s']:.0f} s")
 
 
-@train_app.command("regressor")
 def regressor(
     model: Path = typer.Option(..., "--model", help="Model directory written by 'metasys train vae' (rewritten in place)."),
     db: Path = typer.Option(None, "--db", help="The database the model was trained on (default: the shipped one)."),
@@ -146,3 +138,7 @@ def plot(
         _fail(exc)
     for f in files:
         console.print(f"wrote {f}")
+
+
+GROUPS = {"latent": latent_app}
+TRAIN_COMMANDS = {"vae": vae, "regressor": regressor}

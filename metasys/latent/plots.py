@@ -3,30 +3,15 @@ and semantic arrows (Fig. 9, 10), prior samples (Fig. 6c), reconstructions (Fig.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..plotting import pyplot, save_figure
+
 PROPERTY_NAMES = ("C11", "C12", "C22", "C33")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    _plt().close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def _show(ax, cell, title=None, color="black"):
@@ -39,7 +24,7 @@ def _show(ax, cell, title=None, color="black"):
 
 def plot_pca(lm, path, max_points: int = 30_000, seed=0) -> Path:
     """2-D PCA of the database's latent codes coloured by each property (Fig. 8)."""
-    plt = _plt()
+    plt = pyplot()
     pca = lm.pca(2)
     props = np.asarray(lm.database.properties)
     idx = np.arange(len(props))
@@ -54,12 +39,12 @@ def plot_pca(lm, path, max_points: int = 30_000, seed=0) -> Path:
         ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio[1]:.0f}%)")
     fig.suptitle(f"latent space PCA ({len(props)} cells)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_traversals(lm, path, cell_index: int, axes=(0, 1, 2), steps: int = 9, size: float = 0.75) -> Path:
     """Decoded cells along latent axes through one database cell (Fig. 7a)."""
-    plt = _plt()
+    plt = pyplot()
     z = lm.encode(lm.database.get_cells([cell_index]))[0]
     fig, grid = plt.subplots(len(axes), steps, figsize=(1.1 * steps, 1.2 * len(axes)))
     grid = np.atleast_2d(grid)
@@ -69,7 +54,7 @@ def plot_traversals(lm, path, cell_index: int, axes=(0, 1, 2), steps: int = 9, s
             _show(grid[r, c], cells[c], f"z{a + 1} {(c - (steps - 1) / 2) * size:+.2f}")
     fig.suptitle(f"traversals along latent axes, database cell {cell_index}", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_arrows(lm, path, cell_indices, kinds=("C11", "anisotropy", "poisson", "C33"), steps: int = 7,
@@ -77,7 +62,7 @@ def plot_arrows(lm, path, cell_indices, kinds=("C11", "anisotropy", "poisson", "
     """Traversals along the semantic arrows with the homogenized (C11, C22) of each decoded cell (Fig. 9, 10)."""
     from ..fem import homogenize
 
-    plt = _plt()
+    plt = pyplot()
     z0 = lm.encode(lm.database.get_cells(np.asarray(cell_indices)))
     rows = [(i, k) for i in range(len(z0)) for k in kinds]
     fig, grid = plt.subplots(len(rows), steps, figsize=(1.25 * steps, 1.35 * len(rows)))
@@ -89,14 +74,14 @@ def plot_arrows(lm, path, cell_indices, kinds=("C11", "anisotropy", "poisson", "
             _show(grid[r, c], cells[c], f"{kind} {(c - (steps - 1) / 2) * size:+.2f}\nC11 {C[c, 0, 0]:.3f} C22 {C[c, 1, 1]:.3f}")
     fig.suptitle("traversals along semantic arrows (unit arrows, homogenized C of the decoded cells)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_prior_samples(lm, path, n: int = 100, seed=0) -> Path:
     """Cells decoded from codes drawn from the prior (Fig. 6c); invalid ones titled in red."""
     from ..database.repair import is_valid
 
-    plt = _plt()
+    plt = pyplot()
     cells = lm.to_cells(lm.sample_prior(n, seed=seed))
     ok = is_valid(cells)
     side = int(np.ceil(np.sqrt(n)))
@@ -108,12 +93,12 @@ def plot_prior_samples(lm, path, n: int = 100, seed=0) -> Path:
             ax.axis("off")
     fig.suptitle(f"{n} prior samples: {int(ok.sum())} valid", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_reconstructions(lm, path, cell_indices) -> Path:
     """Database cells (top), their decoded probabilities (middle) and binary cells (bottom) (Fig. 6a, b)."""
-    plt = _plt()
+    plt = pyplot()
     cells = lm.database.get_cells(np.asarray(cell_indices))
     z = lm.encode(cells)
     prob, binary = lm.decode(z), lm.to_cells(z)
@@ -125,7 +110,7 @@ def plot_reconstructions(lm, path, cell_indices) -> Path:
         _show(grid[1, c], prob[c], "decoded p")
         _show(grid[2, c], binary[c], f"{(binary[c] == cells[c]).mean():.3f}")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_all(lm, out_dir, seed: int = 0) -> list[Path]:

@@ -204,7 +204,7 @@ def mrf_from_candidates(candidates, weight: float = 1.0, tractions: TractionCach
     ----------
     candidates : Candidates-like or array (H, W, L, n, n)
         Object with ``cells`` (H, W, L, n, n) and ``errors`` (H, W, L) = ``||p - p_target||_inf``
-        (e.g. `metasys.candidates.diverse_candidates`), or the cells array with ``errors=``.
+        (e.g. `metasys.selection.candidates.diverse_candidates`), or the cells array with ``errors=``.
         Element (i, j) (column i, row j from the bottom) is ``[j, i]``; its node is ``j * W + i``.
         Non-bool cells are solid where >= 0.5.
     weight : float

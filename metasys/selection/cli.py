@@ -12,7 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from .errors import InvalidValueError, MetasysError
+from ..errors import InvalidValueError, MetasysError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -58,13 +58,13 @@ def family(
     """Find metamaterial families along the gradation of paper Eq. 7 (Sec. 4.3) and plot them (Fig. 12-13)."""
     try:
         _check(n, delta, k, n_ends, interpolate, extrapolate, link)
-        from .database import Database
+        from ..database import Database
+        from ..fem import homogenize
+        from ..fem.element import properties_of
+        from ..io import atomic_path, write_json
+        from ..latent.api import LatentModel
         from .families import distance_to_curve, family_graph, paper_gradation
-        from .family_plots import plot_family_cells, plot_family_graph, plot_family_properties
-        from .fem import homogenize
-        from .fem.element import properties_of
-        from .io import atomic_path, write_json
-        from .latent.api import LatentModel
+        from .plots import plot_family_cells, plot_family_graph, plot_family_properties
 
         t0 = time.perf_counter()
         database = None if db is None else Database.open(db)
@@ -130,3 +130,6 @@ def family(
         console.print(line)
     for f in files:
         console.print(f"wrote {f}")
+
+
+COMMANDS = {"family": family}

@@ -30,8 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidTypeError, InvalidValueError, describe
-from .io import atomic_path
+from ..errors import FileFormatError, InvalidTypeError, InvalidValueError, describe
+from ..io import atomic_path
 
 __all__ = [
     "CELL_PIXELS",
@@ -129,7 +129,7 @@ def _check_displacement(displacement, shape, name: str = "displacement") -> np.n
 
 
 def _check_problem(problem, shape):
-    from .problems import Problem
+    from ..macro.problems import Problem
 
     if not isinstance(problem, Problem):
         raise InvalidTypeError(f"problem: expected a metasys.problems.Problem, got {describe(problem)}")

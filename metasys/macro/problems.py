@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidValueError
-from .fem.boundary import COMPONENTS, EDGE_NAMES, Prescribed
-from .io import atomic_path
+from ..errors import FileFormatError, InvalidValueError
+from ..fem.boundary import COMPONENTS, EDGE_NAMES, Prescribed
+from ..io import atomic_path
 
 
 @dataclass

@@ -10,7 +10,7 @@ Two modes:
       g = sum_e S(-phi_e) - 1 <= 0,   S(x) = (tanh(beta x) + 1) / 2
 
   which is paper's ``mean_e S(-phi_e) <= 1 / N_e`` multiplied by ``N_e`` (order one).
-- **family** (``family=`` a gradation such as `metasys.families.paper_gradation`, or an
+- **family** (``family=`` a gradation such as `metasys.selection.families.paper_gradation`, or an
   ordered array (K, 4) of property vectors): one variable ``t`` in [0, 1] per element, the position
   along the family, so the equality constraint ``tau`` of Eq. 8 holds by construction.
 
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidValueError, describe
-from .fem.macro import MacroModel
+from ..errors import InvalidValueError, describe
+from ..fem.macro import MacroModel
 from .problems import Problem
 
 SMALL_GRID = 400  # elements: up to this size the macro stage affords a multi-start
@@ -302,7 +302,7 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
         ``family`` is given. Any object with ``properties`` (N, 4) and ``feasibility(p)`` works.
     family : Gradation or array (K, 4), optional
         Family mode: one position ``t`` in [0, 1] per element along this gradation (e.g.
-        `metasys.families.paper_gradation`) or along the polyline through ordered properties.
+        `metasys.selection.families.paper_gradation`) or along the polyline through ordered properties.
     start : None, "multi", array (4,), (K, 4) or (H, W, 4) properties (database mode) / scalar or (H, W) positions (family mode)
         Initial design; default the database's median properties (if feasible) or t = 0.5. Several
         candidates (K, 4) (or ``"multi"``: `candidate_starts`) start a multi-start: each runs
@@ -334,7 +334,7 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
 
     t0 = time.perf_counter()
     if family is None and database is None:
-        from .database import Database
+        from ..database import Database
 
         database = Database.default()
     if int(max_iterations) != max_iterations or max_iterations < 1:

@@ -8,29 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import atomic_path
+from ..plotting import pyplot, save_figure
 
 NAMES = ("C11", "C12", "C22", "C33")
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-
-def _save(fig, path, title: str) -> None:
-    """Title, lay out and write a figure atomically, then free it."""
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    _pyplot().close(fig)
 
 def plot_property_maps(properties, path, title: str = "", signed_distance=None) -> None:
     """Maps of C11, C12, C22, C33 over the macro grid (and the feasibility signed distance if given).
@@ -43,7 +24,7 @@ def plot_property_maps(properties, path, title: str = "", signed_distance=None) 
     signed_distance : array (H, W), optional
         Adds a fifth map; infeasible elements (< 0) are outlined in red.
     """
-    plt = _pyplot()
+    plt = pyplot()
     p = np.asarray(properties, dtype=float)
     h, w = p.shape[:2]
     n = 4 + (signed_distance is not None)
@@ -65,7 +46,7 @@ def plot_property_maps(properties, path, title: str = "", signed_distance=None) 
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8)
-    _save(fig, path, title)
+    save_figure(fig, path, title=title)
 
 
 def plot_deformed(displacement, problem, path, title: str = "", scale: float = 1.0) -> None:
@@ -79,7 +60,7 @@ def plot_deformed(displacement, problem, path, title: str = "", scale: float = 1
     scale : float
         Displacement magnification (1 = true scale).
     """
-    plt = _pyplot()
+    plt = pyplot()
     u = np.asarray(displacement, dtype=float)
     h, w = u.shape[0] - 1, u.shape[1] - 1
     y, x = np.mgrid[0:h + 1, 0:w + 1].astype(float)
@@ -105,15 +86,12 @@ def plot_deformed(displacement, problem, path, title: str = "", scale: float = 1
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or f"{problem.name}: deformed mesh (x{scale:g}) vs target")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    _pyplot().close(fig)
+    save_figure(fig, path)
 
 
 def plot_history(history, path, title: str = "") -> None:
     """Convergence history: RRMSE, constraint and variable change per evaluation."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for ax, key in zip(axes, ("rrmse", "constraint", "change")):
         ax.plot(history[key])
@@ -121,4 +99,4 @@ def plot_history(history, path, title: str = "") -> None:
         ax.set_xlabel("evaluation")
         if key != "constraint":
             ax.set_yscale("log")
-    _save(fig, path, title)
+    save_figure(fig, path, title=title)

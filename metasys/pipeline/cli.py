@@ -28,17 +28,17 @@ def design(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ):
     """Design a metamaterial structure for PROBLEM, verify it at full scale and export it."""
-    from .database import Database
-    from .pipeline import _check_problem
-    from .pipeline import design as run
-    from .property_plots import plot_deformed, plot_property_maps
+    from ..database import Database
+    from ..macro.plots import plot_deformed, plot_property_maps
+    from .run import _check_problem
+    from .run import design as run
 
     spec = _check_problem(problem if problem in ("bridge", "smiley", "graded") else Path(problem))
     out = Path(out) if out is not None else Path(f"design-{spec.name}")
     database = Database.open(db) if db is not None else None
     latent = None
     if model is not None:
-        from .latent.api import LatentModel
+        from ..latent.api import LatentModel
 
         latent = LatentModel.load(model, database=database)
     console.print(f"[bold]metasys design[/] {spec.name}: {spec.width} x {spec.height} cells -> {out}")
@@ -68,7 +68,7 @@ def export(
     missing: str = typer.Option("nan", "--missing", help=".vtu: pixels without a full-scale displacement: nan, drop or error."),
 ):
     """Export a saved design's structure to PATH (format by extension)."""
-    from .pipeline import Design
+    from .result import Design
 
     result = Design.load(design_dir)
     suffix = path.suffix.lower()
@@ -97,3 +97,6 @@ def _summary(result, out: Path, written: list[str]) -> None:
         table.add_row(f"time {stage}", f"{seconds:.1f} s")
     console.print(table)
     console.print(f"wrote {out}/: " + ", ".join(written))
+
+
+COMMANDS = {"design": design, "export": export}

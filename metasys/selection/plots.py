@@ -8,32 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import atomic_path
+from ..plotting import pyplot, save_figure
 
 NAMES = ("C11", "C12", "C22", "C33")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path, title: str = "") -> None:
-    """Title, lay out and write a figure atomically, then free it."""
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
-
-
 def _colors(n: int):
-    cmap = _pyplot().get_cmap("tab10")
+    cmap = pyplot().get_cmap("tab10")
     return [cmap(i % 10) for i in range(n)]
 
 
@@ -52,7 +33,7 @@ def _cell(ax, cell, label: str = "", color=None) -> None:
 def plot_family_cells(families, path, title: str = "Metamaterial families (C11 increasing to the right)",
                       c11_solid: float | None = None) -> None:
     """One row of cells per family, ordered by C11 (paper Fig. 12b); each cell labelled with its C11."""
-    plt = _pyplot()
+    plt = pyplot()
     n_rows = max(1, len(families))
     n_cols = max([len(f) for f in families] + [1])
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.15 * n_cols + 0.6, 1.3 * n_rows + 0.6), squeeze=False)
@@ -66,7 +47,7 @@ def plot_family_cells(families, path, title: str = "Metamaterial families (C11 i
             c11 = fam.properties[c, 0] / (c11_solid or 1.0)
             _cell(ax, fam.cells[c], f"C11={c11:.3f}", colors[r])
         axes[r, 0].set_ylabel(f"family {r + 1}", fontsize=8)
-    _save(fig, path, title)
+    save_figure(fig, path, title=title, dpi=110)
 
 
 def plot_family_graph(graph, families, path, coords=None, title: str = "Family graph in the latent space (PCA)") -> None:
@@ -82,7 +63,7 @@ def plot_family_graph(graph, families, path, coords=None, title: str = "Family g
     """
     from matplotlib.collections import LineCollection
 
-    plt = _pyplot()
+    plt = pyplot()
     if coords is None:
         from sklearn.decomposition import PCA
 
@@ -104,7 +85,7 @@ def plot_family_graph(graph, families, path, coords=None, title: str = "Family g
     ax.autoscale()
     if families:
         ax.legend(fontsize=8, loc="best")
-    _save(fig, path, title)
+    save_figure(fig, path, title=title, dpi=110)
 
 
 def plot_family_properties(families, gradation, path, interpolated=None, c11_solid: float | None = None,
@@ -116,7 +97,7 @@ def plot_family_properties(families, gradation, path, interpolated=None, c11_sol
     """
     from .families import gradation_samples
 
-    plt = _pyplot()
+    plt = pyplot()
     _, curve = gradation_samples(gradation, 401)
     scale = c11_solid or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
@@ -137,7 +118,7 @@ def plot_family_properties(families, gradation, path, interpolated=None, c11_sol
     if interpolated is not None:
         axes[-1].plot([], [], "kx", label="interpolated (decoded)")
         axes[-1].legend(fontsize=7)
-    _save(fig, path, title)
+    save_figure(fig, path, title=title, dpi=110)
 
 
 def plot_candidates(sets, labels, path, coords=None, title: str = "Candidate sets") -> None:
@@ -150,7 +131,7 @@ def plot_candidates(sets, labels, path, coords=None, title: str = "Candidate set
     coords : callable z (n, d) -> (n, 2), optional
         Projection for the scatter panel (e.g. ``model.pca(2).transform``); default PCA of all codes shown.
     """
-    plt = _pyplot()
+    plt = pyplot()
     k = max(int(c.indices.shape[-1]) for c in sets)
     fig, axes = plt.subplots(len(sets), k + 1, figsize=(1.2 * k + 3.5, 1.45 * len(sets) + 0.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * k + [2.5]})
@@ -174,4 +155,4 @@ def plot_candidates(sets, labels, path, coords=None, title: str = "Candidate set
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("latent PCA", fontsize=7)
-    _save(fig, path, title)
+    save_figure(fig, path, title=title, dpi=110)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidTypeError, InvalidValueError, describe
+from ..errors import InvalidTypeError, InvalidValueError, describe
 
 DEFAULT_TOLERANCE = 0.03
 DEFAULT_MAX_POOL = 300
@@ -64,7 +64,7 @@ class Candidates:
         Number of database cells within ``tolerance`` (counted up to ``max_pool``).
     tolerance : float
     method : str
-        ``"kmeans"``, ``"greedy"`` or ``"family"`` (`metasys.families.family_candidates`).
+        ``"kmeans"``, ``"greedy"`` or ``"family"`` (`metasys.selection.families.family_candidates`).
     """
 
     indices: np.ndarray
@@ -130,7 +130,7 @@ def _targets_in(target) -> tuple[np.ndarray, tuple]:
 @functools.lru_cache(maxsize=1)
 def _default_model():
     """The shipped latent model, loaded once per process (TensorFlow start-up takes ~10 s)."""
-    from .latent.api import LatentModel
+    from ..latent.api import LatentModel
 
     return LatentModel.default()
 
@@ -149,7 +149,7 @@ def database_and_codes(database, model, codes):
         raise InvalidValueError(f"database: expected a non-empty database, got {database!r}")
     if codes is None:
         if model is None:
-            from .latent.api import LatentModel
+            from ..latent.api import LatentModel
 
             model = _default_model() if database.fingerprint == _default_fingerprint() else LatentModel.default(database=database)
         elif model.database is not database and getattr(model.database, "fingerprint", None) != getattr(
@@ -166,7 +166,7 @@ def database_and_codes(database, model, codes):
 def _default_fingerprint():
     import json
 
-    from .latent.api import default_model_dir
+    from ..latent.api import default_model_dir
 
     try:
         return json.loads((default_model_dir() / "model.json").read_text())["database_fingerprint"]
@@ -450,8 +450,8 @@ def _generate(generator, targets, uncovered, k, n_within, n_generate, seed, data
     one such cell outside the tolerance of most of the group, offered at many neighbouring elements, is
     compatible with itself and the MRF spreads it: smiley full-scale RRMSE 0.218 instead of 0.200.)
     """
-    from .fem import homogenize
-    from .fem.element import properties_of
+    from ..fem import homogenize
+    from ..fem.element import properties_of
 
     n = int(k - n_within[uncovered].min()) if n_generate is None else _int_arg("n_generate", n_generate, 1)
     tg = targets[uncovered]

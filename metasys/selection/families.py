@@ -18,7 +18,7 @@ shapes change gradually (paper Fig. 12-13). `find_families` builds the graph of 
 Choice of ``delta``
 -------------------
 The paper gives no value. The default ``delta = 0.03`` (2.3 % of the solid C11 = 1.31596; the same
-radius as the candidate tolerance of `metasys.candidates`) selects 1,716 of the 107k shipped
+radius as the candidate tolerance of `metasys.selection.candidates`) selects 1,716 of the 107k shipped
 cells for the Eq. 7 gradation; at 0.013 (1 %) only 312 remain, most of them near the solid end, and
 the families get longer jumps in C11 (up to 44 % of C11_M between consecutive members).
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidTypeError, InvalidValueError, describe
+from ..errors import InvalidTypeError, InvalidValueError, describe
 
 DEFAULT_DELTA = 0.03
 
@@ -230,9 +230,9 @@ class Family:
             Members with ``indices`` -1, cells from ``model.to_cells`` and properties homogenized
             with `metasys.homogenize` (the database material).
         """
-        from .fem import homogenize
-        from .fem.element import properties_of
-        from .material import Material
+        from ..fem import homogenize
+        from ..fem.element import properties_of
+        from ..material import Material
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InvalidValueError(f"interpolate: n must be a positive integer, got {n!r}")
@@ -444,7 +444,7 @@ def find_families(gradation, n_families: int = 5, delta: float = DEFAULT_DELTA, 
     n_ends : int
         The source joins the ``n_ends`` lowest-C11 cells, the highest ``n_ends`` join the destination (paper: 50).
     database, model
-        As in `metasys.candidates.diverse_candidates`; the model supplies the latent codes
+        As in `metasys.selection.candidates.diverse_candidates`; the model supplies the latent codes
         and decodes interpolated members.
     codes : array (N, d), optional
         Latent codes of the database instead of ``model.latent_codes()``.
@@ -488,7 +488,7 @@ def family_candidates(families, targets, *, source: str = "both", tolerance: flo
     source : ``"members"``, ``"decoded"`` or ``"both"`` (default)
         Labels per element: one per family, one per family, or two per family (member, then decoded).
     tolerance : float, optional
-        For ``covered`` (default `metasys.candidates.DEFAULT_TOLERANCE`).
+        For ``covered`` (default `metasys.selection.candidates.DEFAULT_TOLERANCE`).
     levels : int
         Decoded cells are made for target C11 values rounded to this many levels over each family's
         C11 range (so a 50 x 50 grid decodes and homogenizes at most ``levels`` cells per family).
@@ -503,10 +503,10 @@ def family_candidates(families, targets, *, source: str = "both", tolerance: flo
         interchangeable ones, so the database-mode rule "k cells within tolerance" would flag almost
         every element); ``n_within`` counts the labels within it; ``method`` ``"family"``.
     """
+    from ..fem import homogenize
+    from ..fem.element import properties_of
+    from ..material import Material
     from .candidates import DEFAULT_TOLERANCE, Candidates, _targets_in
-    from .fem import homogenize
-    from .fem.element import properties_of
-    from .material import Material
 
     if source not in ("members", "decoded", "both"):
         raise InvalidValueError(f"source: expected 'members', 'decoded' or 'both', got {source!r}")

@@ -20,21 +20,15 @@
 
 from __future__ import annotations
 
-import json
-import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .errors import FileFormatError, InvalidTypeError, InvalidValueError, describe
-from .io import atomic_path, write_json
-from .problems import Problem
+from ..errors import InvalidTypeError, InvalidValueError, describe
+from ..macro.problems import Problem
+from .result import Design, versions
 
-FORMAT = "metasys-design"
-FORMAT_VERSION = 1
 STAGES = ("macro", "candidates", "assembly", "full_scale")
 VERIFIED_STARTS = 3
 """Macro optima of a multi-start that are assembled and checked at full scale (database mode)."""
@@ -49,167 +43,9 @@ uncovered targets are grouped into at most ``max_targets`` k-means groups, each 
 stages; the binary polish then refines each thresholded cell)."""
 
 
-@dataclass
-class Design:
-    """A verified multiscale design (the result of `design`).
-
-    Attributes
-    ----------
-    problem : Problem
-    properties : array (H, W, 4)
-        Target properties (C11, C12, C22, C33) of each macro element from the macro stage.
-    candidate_indices : array (H, W, k)
-        Database indices of each element's candidates (-1: a generated cell).
-    labels : array (H, W)
-        Chosen candidate of each element.
-    cells : bool array (H, W, 50, 50)
-        The chosen cells (row 0 at the bottom).
-    cell_properties : array (H, W, 4)
-        Homogenized properties of the chosen cells.
-    structure : bool array (50 H, 50 W)
-        The assembled structure, row 0 at the bottom.
-    macro_displacement : array (H + 1, W + 1, 2)
-        Displacements of the macro model with the optimized properties.
-    full_displacement : array (H + 1, W + 1, 2)
-        Full-scale displacements at the macro nodes (nearest solid fine node).
-    rrmse_macro, rrmse_full : float
-        ``||u[gamma] - u_t|| / ||u_t||`` of the macro model and of the full-scale structure.
-    compatibility : dict
-        ``theta_G_zero_fraction``, ``theta_G_mean``, ``theta_M_mean``, ``n_components`` (solid
-        components of the structure), MRF ``energy``/``lower_bound``/``iterations``.
-    uncovered : int
-        Elements whose target had fewer than k database cells within the tolerance.
-    timings : dict
-        Wall-clock seconds per stage and ``total``.
-    seed : int
-    versions : dict
-    mode : "database" or "family"
-    families : list of dict or None
-        Family mode: for each family tried, ``members``, ``rrmse_macro``, ``rrmse_full`` and ``chosen``
-        (the design kept is the family's with the lowest full-scale RRMSE).
-    starts : list of dict or None
-        Database mode with a multi-start macro stage: for each start, ``rrmse_macro``, ``rrmse_full``
-        (None when not verified), ``generator`` (whether generated cells were offered) and ``chosen``.
-    fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
-        Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
-    """
-
-    problem: Problem
-    properties: np.ndarray
-    candidate_indices: np.ndarray
-    labels: np.ndarray
-    cells: np.ndarray
-    cell_properties: np.ndarray
-    structure: np.ndarray
-    macro_displacement: np.ndarray
-    full_displacement: np.ndarray
-    rrmse_macro: float
-    rrmse_full: float
-    compatibility: dict
-    uncovered: int
-    timings: dict
-    seed: int
-    versions: dict
-    mode: str = "database"
-    families: list | None = None
-    starts: list | None = None
-    fine_displacement: np.ndarray | None = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        return (f"Design({self.problem.name!r}, {self.problem.width}x{self.problem.height} cells, rrmse_macro="
-                f"{self.rrmse_macro:.4f}, rrmse_full={self.rrmse_full:.4f}, components={self.compatibility.get('n_components')})")
-
-    @property
-    def n_not_in_database(self) -> int:
-        """Chosen cells that are not database cells: generated (database mode) or decoded family cells."""
-        chosen = np.take_along_axis(np.asarray(self.candidate_indices), np.asarray(self.labels)[..., None], axis=-1)
-        return int(np.count_nonzero(chosen < 0))
-
-    def report(self) -> dict:
-        """The summary written to ``report.json`` (plain JSON types)."""
-        return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "problem": self.problem.name,
-            "grid": [self.problem.width, self.problem.height], "mode": self.mode,
-            "rrmse_macro": float(self.rrmse_macro), "rrmse_full": float(self.rrmse_full),
-            "n_components": int(self.compatibility.get("n_components", -1)),
-            "theta_G_zero_fraction": float(self.compatibility.get("theta_G_zero_fraction", float("nan"))),
-            "compatibility": {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in self.compatibility.items()},
-            "candidates_per_element": int(np.shape(self.candidate_indices)[-1]),
-            "uncovered_elements": int(self.uncovered), "cells_not_in_database": self.n_not_in_database,
-            "timings": {k: round(float(v), 3) for k, v in self.timings.items()},
-            "seed": int(self.seed), "versions": self.versions,
-            **({"families": self.families} if self.families is not None else {}),
-            **({"starts": self.starts} if self.starts is not None else {}),
-        }
-
-    def save(self, directory) -> Path:
-        """Write the design to ``directory``: ``report.json``, ``problem.json``, ``structure.npy``, ``design.npz``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in ("properties", "candidate_indices", "labels", "cells", "cell_properties",
-                                                          "macro_displacement", "full_displacement")}
-        if self.fine_displacement is not None:
-            arrays["fine_displacement"] = self.fine_displacement.astype(np.float32)
-        with atomic_path(out / "design.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-        with atomic_path(out / "structure.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, self.structure.astype(bool))
-        write_json(out / "problem.json", self.problem.to_dict())
-        write_json(out / "report.json", self.report())
-        return out
-
-    @classmethod
-    def load(cls, directory) -> Design:
-        """Read a design written by `save`."""
-        d = Path(directory)
-        for name in ("report.json", "problem.json", "structure.npy", "design.npz"):
-            if not (d / name).exists():
-                raise FileFormatError(f"{str(d)!r} is not a saved design: {name} is missing")
-        report = json.loads((d / "report.json").read_text())
-        if report.get("format") != FORMAT:
-            raise FileFormatError(f"{str(d / 'report.json')!r}: expected format {FORMAT!r}, got {report.get('format')!r}")
-        if report.get("format_version", 0) > FORMAT_VERSION:
-            raise FileFormatError(f"{str(d)!r} was written by a newer metasys (format version {report['format_version']})")
-        problem = Problem.from_dict(json.loads((d / "problem.json").read_text()), source=str(d / "problem.json"))
-        with np.load(d / "design.npz") as z:
-            arrays = {k: z[k] for k in z.files}
-        return cls(problem=problem, structure=np.load(d / "structure.npy"), rrmse_macro=report["rrmse_macro"],
-                   rrmse_full=report["rrmse_full"], compatibility=report["compatibility"],
-                   uncovered=report["uncovered_elements"], timings=report["timings"], seed=report["seed"],
-                   versions=report["versions"], mode=report["mode"], families=report.get("families"),
-                   starts=report.get("starts"), fine_displacement=arrays.pop("fine_displacement", None),
-                   **arrays)
-
-    def export(self, path, **options) -> Path:
-        """Export the structure by extension: ``.npy``, ``.png`` (``deformed=True`` overlays the full-scale
-        deformed shape on the target), ``.svg``, ``.vtu`` (with the displacement field) or ``.stl``
-        (extruded by ``thickness``). See `metasys.export.export_structure`. Pixels of parts that the
-        full-scale model removed (not connected to the supports) carry NaN displacements in the ``.vtu``
-        unless ``missing="drop"`` is passed."""
-        from .export import export_structure
-
-        options.setdefault("missing", "nan")
-        return export_structure(self.structure, path, displacement=self.fine_displacement, problem=self.problem, **options)
-
-
-def versions() -> dict:
-    """Versions of metasys, Python and the numerical libraries a design depends on."""
-    import importlib.metadata as md
-
-    out = {"metasys": __version__, "python": platform.python_version()}
-    for name in ("numpy", "scipy", "nlopt", "scikit-learn", "tensorflow", "pyamg"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def candidates_per_element(problem: Problem) -> int:
     """Default ``k`` of `design`: `SMALL_GRID_K` (40) on grids of at most
-    `metasys.property_optimization.SMALL_GRID` elements, `DEFAULT_K` (10, the paper's scale) on larger ones.
+    `metasys.macro.optimization.SMALL_GRID` elements, `DEFAULT_K` (10, the paper's scale) on larger ones.
 
     More labels let the MRF find more compatible neighbours, and on a small grid compatibility decides
     the full-scale result: the bridge (30 x 4) from its best macro optimum gave full-scale RRMSE 0.044-0.049
@@ -217,20 +53,20 @@ def candidates_per_element(problem: Problem) -> int:
     k = 10 (34%). On the 50 x 50 smiley k = 40 doubled the time (MRF and full-scale solve, 462 s) without a
     better full-scale result (0.258).
     """
-    from .property_optimization import SMALL_GRID
+    from ..macro.optimization import SMALL_GRID
 
     return SMALL_GRID_K if problem.width * problem.height <= SMALL_GRID else DEFAULT_K
 
 
 def _check_problem(problem) -> Problem:
     if isinstance(problem, str):
-        from . import problems
+        from ..macro import problems
 
         if problem in ("bridge", "smiley", "graded"):
             return getattr(problems, problem)()
         return problems.load_problem(problem)
     if isinstance(problem, Path):
-        from .problems import load_problem
+        from ..macro.problems import load_problem
 
         return load_problem(problem)
     if not isinstance(problem, Problem):
@@ -252,13 +88,13 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     model : LatentModel, optional
         Default: the shipped latent model (`metasys.LatentModel.default`).
     family : Gradation, Family or list of Family, optional
-        Family mode. A gradation (a callable ``t -> p`` such as `metasys.families.paper_gradation`)
+        Family mode. A gradation (a callable ``t -> p`` such as `metasys.selection.families.paper_gradation`)
         first gives families by `metasys.find_families`. Each family is then designed on its own:
         the macro stage optimizes positions along the family's own property curve (its members'
         properties, so the macro model asks only for what the family delivers), its members and decoded
         in-between cells are the candidates, and the family whose structure has the lowest full-scale
         RRMSE is kept (the lowest macro RRMSE when ``full_scale=False``). The ``graded`` problem uses
-        `metasys.families.paper_gradation` by default.
+        `metasys.selection.families.paper_gradation` by default.
     seed : int
         Seed of every stochastic step (k-means, families, generator).
     k : int, optional
@@ -274,7 +110,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         50 x 50 cells, else none; None: database cells only.
     macro_options, candidate_options, mrf_options : dict, optional
         Extra keyword arguments of `optimize_properties`, `diverse_candidates` (family mode:
-        `find_families`) and `solve_mrf` (defaults: `metasys.property_optimization.macro_settings`;
+        `find_families`) and `solve_mrf` (defaults: `metasys.macro.optimization.macro_settings`;
         MRF ``max_iter=5000, rel_gap=1e-3``).
     full_scale : bool
         Run the full-scale verification (True).
@@ -287,9 +123,9 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     -------
     Design
     """
-    from .database import Database
-    from .families import Family, family_candidates, find_families, paper_gradation
-    from .property_optimization import macro_settings
+    from ..database import Database
+    from ..macro.optimization import macro_settings
+    from ..selection.families import Family, family_candidates, find_families, paper_gradation
 
     problem = _check_problem(problem)
     k = candidates_per_element(problem) if k is None else k
@@ -311,7 +147,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         raise InvalidTypeError(f"family: expected a gradation (callable t -> p), a Family or a list of Family, "
                                f"got {describe(family)}")
     if model is None:
-        from .latent.api import LatentModel
+        from ..latent.api import LatentModel
 
         model = LatentModel.default(database=database)
     if isinstance(generator, str):
@@ -374,7 +210,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
 
 def _auto_generator(progress: bool, material):
     """The shipped diffusion prior as a bounded candidate generator for ``material``, or None without its weights."""
-    from .diffusion.generate import default_generator
+    from ..diffusion.generate import default_generator
 
     return default_generator(**{"material": material, **AUTO_GENERATOR, "progress": progress})
 
@@ -388,8 +224,8 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
     give at full scale (bridge: macro 0.0017 / 0.0076 / 0.011 gave full scale 0.125 / 0.028 / 0.32). The
     generator is then called for the kept optimum only, and its design is kept if it is better at full scale.
     """
-    from .candidates import diverse_candidates
-    from .property_optimization import candidate_starts, macro_settings
+    from ..macro.optimization import candidate_starts, macro_settings
+    from ..selection.candidates import diverse_candidates
 
     timings, say, progress = run["timings"], run["say"], run["progress"]
     options = {**macro_settings(problem, None), **(macro_options or {})}
@@ -440,8 +276,8 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
 
 def _optimize(problem, database, family, options, progress, label):
     """`optimize_properties` with a progress bar over its evaluations (a user callback still gets called)."""
-    from .progress import progress_bar
-    from .property_optimization import optimize_properties
+    from ..macro.optimization import optimize_properties
+    from ..progress import progress_bar
 
     options = dict(options)
     user_callback = options.pop("callback", None)
@@ -461,9 +297,9 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     ``verified``: an earlier result of this function; when the MRF assembles the same structure (e.g. it chose
     none of the generated candidates) its full-scale solution is reused instead of solved again.
     """
-    from .fem.full_scale import solve_full_scale
-    from .mrf import assemble, mrf_from_candidates, solve_mrf
-    from .property_optimization import rrmse
+    from ..fem.full_scale import solve_full_scale
+    from ..macro.optimization import rrmse
+    from ..mrf import assemble, mrf_from_candidates, solve_mrf
 
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)

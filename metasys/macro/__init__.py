@@ -1,0 +1,14 @@
+"""Macroscale stage: design problems (grid, boundary conditions, targets), the per-element property
+optimization of VAE paper Sec. 5.1 (MMA, Eq. 8-15) and its plots.
+
+- `Problem`, `problems.bridge` / `smiley` / `graded`, `load_problem`: problems as data;
+- `optimize_properties`: target stiffness per element (`PropertyObjective` + `mma_with_restarts`);
+- `metasys.macro.plots`: property maps, deformed macro mesh, convergence history.
+"""
+
+from . import problems
+from .optimization import MacroResult, PropertyObjective, candidate_starts, macro_settings, optimize_properties, rrmse
+from .problems import Problem, load_problem
+
+__all__ = ["MacroResult", "Problem", "PropertyObjective", "candidate_starts", "load_problem", "macro_settings",
+           "optimize_properties", "problems", "rrmse"]
