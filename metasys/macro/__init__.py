@@ -7,8 +7,17 @@ optimization of VAE paper Sec. 5.1 (MMA, Eq. 8-15) and its plots.
 """
 
 from . import problems
-from .optimization import MacroResult, PropertyObjective, candidate_starts, macro_settings, optimize_properties, rrmse
+from .optimization import (
+    MacroResult,
+    MMARun,
+    PropertyObjective,
+    candidate_starts,
+    macro_settings,
+    mma_with_restarts,
+    optimize_properties,
+    rrmse,
+)
 from .problems import Problem, load_problem
 
-__all__ = ["MacroResult", "Problem", "PropertyObjective", "candidate_starts", "load_problem", "macro_settings",
-           "optimize_properties", "problems", "rrmse"]
+__all__ = ["MMARun", "MacroResult", "Problem", "PropertyObjective", "candidate_starts", "load_problem", "macro_settings",
+           "mma_with_restarts", "optimize_properties", "problems", "rrmse"]

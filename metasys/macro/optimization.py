@@ -45,6 +45,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -221,6 +222,19 @@ class PropertyObjective:
         grad = (-ds[:, None] * dphi * self.dp_dx(p).reshape(-1, 4)).ravel()
         return float(s.sum() - 1.0), grad
 
+    @property
+    def constrained(self) -> bool:
+        """Whether there is an inequality constraint (database mode)."""
+        return self.mode == "database"
+
+    def evaluate(self, x):
+        """Objective and constraint at x in one call: ``(F, dF/dx, g, dg/dx)`` (``g = 0``, ``dg/dx = None`` in family mode)."""
+        value, grad, _ = self.objective(x)
+        if not self.constrained:
+            return value, grad, 0.0, None
+        cons, cons_grad = self.constraint(x)
+        return value, grad, cons, cons_grad
+
 
 def macro_settings(problem: Problem, family=None) -> dict:
     """Default `optimize_properties` settings for a problem.
@@ -285,6 +299,150 @@ def _start(obj: PropertyObjective, start) -> list:
     return [obj.variables(p)]
 
 
+
+FEASIBLE = 1e-9  # a point counts as feasible (best-point bookkeeping) when g <= FEASIBLE
+
+
+class MMARun(NamedTuple):
+    """Result of `mma_with_restarts` (a named tuple: ``x, status, restarts, history, best, best_value = run``).
+
+    Attributes
+    ----------
+    x : array (n,)
+        Final design variables (nlopt's result of the last MMA run).
+    status : str
+        ``xtol`` (a whole MMA run moved no variable by more than the tolerance, or nlopt's own rule without
+        restarts), ``maxeval`` (budget spent), ``roundoff-limited`` or another nlopt code name.
+    restarts : int
+        How often MMA was restarted from the current design.
+    history : dict of lists
+        Per evaluation: ``objective`` (F), ``constraint`` (g), ``change`` (max |dx| to the previous evaluation
+        of this run; 0 for the first), ``rrmse`` (sqrt F).
+    best : array (n,) or None
+        Best evaluated point with ``g <= 1e-9``; None if no evaluated point was feasible.
+    best_value : float
+        Its objective F (inf without one).
+    """
+
+    x: np.ndarray
+    status: str
+    restarts: int
+    history: dict
+    best: np.ndarray | None
+    best_value: float
+
+
+def mma_with_restarts(objective, x0, *, budget: int, tolerance: float = 1e-3, restart_every: int | None = 100,
+                      algorithm: str = "LD_MMA", objective_scale: float = 1.0, constraint_scale: float = 1.0,
+                      rho_init: float | None = None, inner_maxeval: int | None = None, callback=None) -> MMARun:
+    """MMA from ``x0`` in the box [0, 1]^n for at most ``budget`` evaluations, restarted every ``restart_every``.
+
+    Each MMA run starts fresh (nlopt's asymptotes and ``rho`` reset) from the previous run's result; the
+    tolerance rule counts as met when a whole run moves no variable by more than ``tolerance`` (see the
+    module docstring); ``restart_every=None`` runs one MMA with nlopt's per-iteration rule ``xtol_abs = tolerance``.
+
+    Parameters
+    ----------
+    objective : PropertyObjective or any object with ``n`` (number of variables), ``constrained`` (bool) and
+        ``evaluate(x) -> (F, dF/dx, g, dg/dx)``
+        Evaluated once per MMA evaluation: nlopt asks for the objective and then the constraint at the same
+        point, and the constraint is taken from that evaluation.
+    x0 : array (n,)
+        Start, in [0, 1].
+    budget : int
+        Maximal number of evaluations.
+    tolerance, restart_every, algorithm, objective_scale, constraint_scale, rho_init, inner_maxeval
+        As in `optimize_properties`.
+    callback : callable, optional
+        ``callback(k, x, F, g)`` after the k-th evaluation of this run (k from 1).
+
+    Returns
+    -------
+    MMARun
+    """
+    import nlopt
+
+    if int(budget) != budget or budget < 1:
+        raise InvalidValueError(f"budget: expected a positive integer, got {budget!r}")
+    if not tolerance > 0:
+        raise InvalidValueError(f"tolerance: expected a positive number, got {tolerance!r}")
+    if restart_every is not None and (int(restart_every) != restart_every or restart_every < 1):
+        raise InvalidValueError(f"restart_every: expected a positive integer or None, got {restart_every!r}")
+    n = int(objective.n)
+    history = {"objective": [], "constraint": [], "change": [], "rrmse": []}
+    last = {"x": None, "constraint": None}  # the latest evaluation: nlopt's constraint call reuses it
+    best = {"x": None, "value": np.inf}
+
+    def f(x, grad):
+        value, dvalue, cons, dcons = objective.evaluate(x)
+        if grad.size:
+            grad[:] = objective_scale * dvalue
+        change = float(np.max(np.abs(x - last["x"]))) if last["x"] is not None else 0.0
+        last["x"], last["constraint"] = x.copy(), (cons, dcons)
+        history["objective"].append(value)
+        history["constraint"].append(cons)
+        history["change"].append(change)
+        history["rrmse"].append(float(np.sqrt(value)))
+        if value < best["value"] and cons <= FEASIBLE:
+            best["x"], best["value"] = x.copy(), value
+        if callback is not None:
+            callback(len(history["objective"]), x, value, cons)
+        return objective_scale * value
+
+    def c(x, grad):
+        if last["x"] is not None and np.array_equal(x, last["x"]):
+            cons, dcons = last["constraint"]
+        else:  # not expected from nlopt's MMA / CCSAQ: evaluate here (not counted as an evaluation)
+            cons, dcons = objective.evaluate(x)[2:]
+        if grad.size:
+            grad[:] = constraint_scale * dcons
+        return constraint_scale * cons
+
+    def make():
+        opt = nlopt.opt(getattr(nlopt, algorithm), n)
+        opt.set_lower_bounds(np.zeros(n))
+        opt.set_upper_bounds(np.ones(n))
+        opt.set_min_objective(f)
+        if objective.constrained:
+            opt.add_inequality_constraint(c, 1e-8)
+        # With restarts, nlopt's own rule only ends runs that move far less than the tolerance; the
+        # tolerance rule is applied to whole runs below.
+        opt.set_xtol_abs(float(tolerance) * (1e-2 if restart_every else 1.0))
+        if rho_init is not None:
+            opt.set_param("rho_init", float(rho_init))
+        if inner_maxeval is not None:
+            opt.set_param("inner_maxeval", int(inner_maxeval))
+        return opt
+
+    names = {nlopt.XTOL_REACHED: "xtol", nlopt.MAXEVAL_REACHED: "maxeval", nlopt.FTOL_REACHED: "ftol",
+             nlopt.SUCCESS: "success", nlopt.STOPVAL_REACHED: "stopval"}
+    x = np.array(x0, dtype=float)
+    status, restarts, budget = "unknown", 0, int(budget)
+    chunk = budget if not restart_every else int(restart_every)
+    while len(history["objective"]) < budget:
+        # A fresh MMA (asymptotes and rho reset) from the current design; see the module docstring.
+        opt = make()
+        x_before = x.copy()
+        opt.set_maxeval(int(min(chunk, budget - len(history["objective"]))))
+        try:
+            x = np.asarray(opt.optimize(x), dtype=float)
+            result = opt.last_optimize_result()
+            status = names.get(result, str(result))
+        except nlopt.RoundoffLimited:
+            x = best["x"] if best["x"] is not None else last["x"]
+            status, result = "roundoff-limited", None
+        moved = float(np.max(np.abs(x - x_before)))
+        if not restart_every or result is None or moved < tolerance:
+            if restart_every and result is not None:
+                status = "xtol"
+            break  # converged: a whole MMA run moved no variable by more than the tolerance
+        if len(history["objective"]) < budget:
+            restarts += 1
+    if len(history["objective"]) >= budget:
+        status = "maxeval"
+    return MMARun(x, status, restarts, history, best["x"], float(best["value"]))
+
+
 def optimize_properties(problem: Problem, database=None, family=None, *, start=None, max_iterations: int = 500,
                         tolerance: float = 1e-3, beta: float = 200.0, constraint_scale: float = 1.0,
                         objective_scale: float = 1.0, rho_init: float | None = None, inner_maxeval: int | None = None,
@@ -330,8 +488,6 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
     callback : callable, optional
         ``callback(iteration, x, objective, constraint)`` after each evaluation.
     """
-    import nlopt
-
     t0 = time.perf_counter()
     if family is None and database is None:
         from ..database import Database
@@ -342,106 +498,54 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
     if not tolerance > 0:
         raise InvalidValueError(f"tolerance: expected a positive number, got {tolerance!r}")
     obj = PropertyObjective(problem, database, family, beta=beta, scaling=scaling)
-    x0 = _start(obj, start)
+    starts = _start(obj, start)
+    mma = dict(tolerance=tolerance, restart_every=restart_every, algorithm=algorithm, objective_scale=objective_scale,
+               constraint_scale=constraint_scale, rho_init=rho_init, inner_maxeval=inner_maxeval)
     history = {"objective": [], "constraint": [], "change": [], "rrmse": []}
-    state = {"x": x0[0].copy(), "best": None, "best_f": np.inf}
 
-    def f(x, grad):
-        value, g, _ = obj.objective(x)
-        if grad.size:
-            grad[:] = objective_scale * g
-        change = float(np.max(np.abs(x - state["x"]))) if history["objective"] else 0.0
-        state["x"] = x.copy()
-        cons = obj.constraint(x)[0] if obj.mode == "database" else 0.0
-        history["objective"].append(value)
-        history["constraint"].append(cons)
-        history["change"].append(change)
-        history["rrmse"].append(float(np.sqrt(value)))
-        if value < state["best_f"] and cons <= 1e-9:
-            state["best"], state["best_f"] = x.copy(), value
-        k = len(history["objective"])
-        if verbose:
-            print(f"{problem.name} it {k:4d}  F {value:.4e}  rrmse {np.sqrt(value):.4f}  g {cons:+.3e}  change {change:.3e}",
-                  file=sys.stderr, flush=True)
-        if callback is not None:
-            callback(k, x, value, cons)
-        return objective_scale * value
+    def run(x, budget):
+        """One `mma_with_restarts` whose evaluations extend ``history`` and are numbered from its end."""
+        offset, previous = len(history["objective"]), [None]
 
-    def c(x, grad):
-        value, g = obj.constraint(x)
-        if grad.size:
-            grad[:] = constraint_scale * g
-        return constraint_scale * value
+        def report(k, x, value, cons):
+            if verbose:
+                change = float(np.max(np.abs(x - previous[0]))) if previous[0] is not None else 0.0
+                previous[0] = x.copy()
+                print(f"{problem.name} it {offset + k:4d}  F {value:.4e}  rrmse {np.sqrt(value):.4f}  g {cons:+.3e}  "
+                      f"change {change:.3e}", file=sys.stderr, flush=True)
+            if callback is not None:
+                callback(offset + k, x, value, cons)
 
-    def make():
-        opt = nlopt.opt(getattr(nlopt, algorithm), obj.n)
-        opt.set_lower_bounds(np.zeros(obj.n))
-        opt.set_upper_bounds(np.ones(obj.n))
-        opt.set_min_objective(f)
-        if obj.mode == "database":
-            opt.add_inequality_constraint(c, 1e-8)
-        # With restarts, nlopt's own rule only ends runs that move far less than the tolerance; the
-        # tolerance rule is applied to whole runs below.
-        opt.set_xtol_abs(float(tolerance) * (1e-2 if restart_every else 1.0))
-        if rho_init is not None:
-            opt.set_param("rho_init", float(rho_init))
-        if inner_maxeval is not None:
-            opt.set_param("inner_maxeval", int(inner_maxeval))
-        return opt
-
-    names = {nlopt.XTOL_REACHED: "xtol", nlopt.MAXEVAL_REACHED: "maxeval", nlopt.FTOL_REACHED: "ftol",
-             nlopt.SUCCESS: "success", nlopt.STOPVAL_REACHED: "stopval"}
-    def mma(x, budget):
-        """MMA runs (restarted every ``restart_every``) from x for at most ``budget`` more evaluations."""
-        status, restarts, end = "unknown", 0, len(history["objective"]) + budget
-        chunk = int(budget) if not restart_every else int(restart_every)
-        while len(history["objective"]) < end:
-            # A fresh MMA (asymptotes and rho reset) from the current design; see the module docstring.
-            opt = make()
-            before, x_before = len(history["objective"]), np.array(x, dtype=float)
-            opt.set_maxeval(int(min(chunk, end - before)))
-            try:
-                x = opt.optimize(x)
-                result = opt.last_optimize_result()
-                status = names.get(result, str(result))
-            except nlopt.RoundoffLimited:
-                x = state["best"] if state["best"] is not None else state["x"]
-                status, result = "roundoff-limited", None
-            moved = float(np.max(np.abs(np.asarray(x) - x_before)))
-            if not restart_every or result is None or moved < tolerance:
-                if restart_every and result is not None:
-                    status = "xtol"
-                break  # converged: a whole MMA run moved no variable by more than the tolerance
-            if len(history["objective"]) < end:
-                restarts += 1
-        if len(history["objective"]) >= end:
-            status = "maxeval"
-        return np.asarray(x, dtype=float), status, restarts
+        result = mma_with_restarts(obj, x, budget=budget, callback=report, **mma)
+        for key, values in result.history.items():
+            history[key].extend(values)
+        return result
 
     t1 = time.perf_counter()
-    restarts = 0
-    if len(x0) > 1:
-        # Multi-start: a short pilot from each candidate, then the best one continues.
+    restarts, best, best_value = 0, None, np.inf
+    if len(starts) > 1:
+        # Multi-start: each candidate runs ``pilot_iterations`` evaluations, then the best one continues.
         pilots = []
-        for xk in x0:
-            state["best"], state["best_f"] = None, np.inf
-            xk, _, r = mma(xk, min(int(pilot_iterations), max(1, max_iterations - len(history["objective"]))))
-            restarts += r
-            pilots.append((state["best_f"] if state["best"] is not None else obj.objective(xk)[0], xk, state["best"]))
+        for xk in starts:
+            r = run(xk, min(int(pilot_iterations), max(1, max_iterations - len(history["objective"]))))
+            restarts += r.restarts
+            pilots.append((r.best_value if r.best is not None else obj.objective(r.x)[0], r.x, r.best))
             if len(history["objective"]) >= max_iterations:
                 break
-        best_f, x, best_x = min(pilots, key=lambda item: item[0])
-        state["best"], state["best_f"] = best_x, best_f
+        best_value, x, best = min(pilots, key=lambda item: item[0])
     else:
-        x = x0[0]
+        x = starts[0]
     budget = max_iterations - len(history["objective"])
     status = "maxeval"
     if budget > 0:
-        x, status, r = mma(x, budget)
-        restarts += r
+        r = run(x, budget)
+        x, status = r.x, r.status
+        restarts += r.restarts
+        if r.best is not None and r.best_value < best_value:
+            best, best_value = r.best, r.best_value
     t2 = time.perf_counter()
-    if obj.mode == "database" and obj.constraint(x)[0] > 1e-9 and state["best"] is not None:
-        x = state["best"]  # the last iterate violates the constraint: return the best feasible one
+    if obj.constrained and obj.constraint(x)[0] > FEASIBLE and best is not None:
+        x = best  # the last iterate violates the constraint: return the best feasible one
     p = obj.properties(x)
     solution = obj.model.solve(p)
     phi = None
