@@ -94,9 +94,17 @@ def energy(labels, unary, pairwise, eu, ev):
 @numba.njit(cache=True)
 def chain_descent(x, unary, pairwise, eu, ev, adj_ptr, adj_edge, chain_ptr, copy_node, link_edge, link_flip,
                   msg, back, cond, new, sweeps):
-    """Block coordinate descent on a labelling x (n,) in place: each chain in turn is re-solved exactly
-    with all other nodes fixed (a chain-wise ICM). Never increases the energy; returns the sweeps done.
-    new (K,) int is a workspace.
+    """Block coordinate descent on a labelling x (n,) in place: each chain in turn is re-solved with all
+    other nodes fixed (a chain-wise ICM); returns the sweeps done. new (K,) int is a workspace.
+
+    A chain's conditional cost counts every edge at a chain node that is not one of the chain's links
+    against the current label of its other end. When no edge joins two nodes of the same chain other
+    than its links (the rows and columns of a grid, every ``chains="difference"`` decomposition of a
+    grid), that is the exact energy change, a move is taken only if it strictly lowers it, and the
+    energy never increases. A chord (an edge between two nodes of one chain that another chain
+    covers, common in the greedy path covers of general graphs) is counted twice against the old
+    labels, so a move that changes both of its ends can RAISE the energy: the descent is then not
+    monotone. Callers compare energies and keep the best labelling seen (`solve_mrf` does).
     """
     n_chains = chain_ptr.shape[0] - 1
     n_labels = unary.shape[1]

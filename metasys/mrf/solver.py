@@ -12,7 +12,16 @@ every labelling's energy; it is raised by projected supergradient steps::
 where ``gamma`` (start 1) is halved whenever the dual has not improved for ``patience`` steps.
 Primal labellings are read off the chains (the label of a node's j-th copy), improved by a
 chain-wise block coordinate descent, and the best is kept. The loop stops when
-``(E_best - D_best) / |E_best| <= rel_gap`` or after ``max_iter`` iterations.
+``(E_best - D_best) / max(|E_best|, S) <= rel_gap`` or after ``max_iter`` iterations. ``S``
+(`cost_scale`) is the sum over nodes of the range ``max - min`` of their finite unary costs (of the
+pairwise tables when every unary row is constant): a scale of the problem that adding constants to
+the costs does not change, so it cannot vanish with the energy. Dividing by ``|E_best|`` alone never
+stops a model whose optimal energy is 0 or near it (costs shifted so that the best labelling costs
+nothing, a perfectly matched assembly): the dual approaches E* from below and the ratio stays huge.
+Where ``|E_best| >= S`` (both 50 x 50 assembly benchmarks below: S = 203 and 1502 against
+E = 288 and 3141) the criterion is the usual ``(E - D) / |E|``; near 0 it is an absolute gap of
+``rel_gap * S``. ``S = 0`` only when every term is constant on its finite entries: every finite
+labelling is then optimal, and the gap counts as 0. ``MRFResult.gap`` is this ratio.
 
 The chains come from the node numbering: edges are grouped by ``v - u`` (``u < v``), and runs
 ``u, u + d, u + 2d, ...`` are chains; on a W-wide grid numbered ``n = j * W + i`` these are exactly
@@ -22,13 +31,17 @@ cover is used instead. Every kernel of an iteration runs over all chains in one 
 Measured (``benchmarks/mrf.py``, 2 shared cores):
 
 - assembly MRFs from database cells, 50 x 50 elements, 10 candidates: relative gap <= 1e-3 after
-  40-50 iterations (< 1 s); the LP relaxation of these costs is nearly tight;
-- i.i.d. uniform costs, 50 x 50 x 10 (worst case): 5000 iterations in 2-7 s, gap 0.068; without
-  the chain-wise descent (``polish_every=0``) 40 % faster but energy 1927 instead of 1551;
+  40-50 iterations (< 1 s); the LP relaxation of these costs is nearly tight. The same instances
+  with their costs shifted so that the energy found is 0: 61 and 51 iterations (dividing by
+  ``|E|`` alone: 207 iterations, and 5000 iterations / 10 s without converging);
+- i.i.d. uniform costs, 50 x 50 x 10 (worst case): 5000 iterations in 2-12 s (load-dependent), gap
+  0.051 (S = 2045 > |E|; 0.068 relative to |E|); without the chain-wise descent
+  (``polish_every=0``) 40 % faster but energy 1927 instead of 1551;
 - frustrated binary grids (UAI 2014 Grids_26/29/30): the dual reaches the local-polytope LP
   optimum (to 1e-7 relative) but that LP lies 25 % below the optimum E*, so no dual decomposition
   certifies them; the energies found are 2.6-3.7 % above E* (descent every iteration: within 0.5 %
-  of that); the Segmentation instances are solved to E* in < 20 iterations.
+  of that); the Segmentation instances are solved to E* in < 20 iterations (there S = 276 and
+  222 exceed E* = 51 and 50, so the stop comes at an absolute gap of 0.2-0.3).
 """
 
 from __future__ import annotations
@@ -60,11 +73,15 @@ class MRFResult:
         ``energy`` (best primal so far), ``bound`` (dual at the iteration), ``best_bound``,
         ``step`` (alpha).
     converged : bool
-        Whether the relative gap reached ``rel_gap``.
+        Whether the relative gap reached ``rel_gap`` (or every node's copies agreed: an exact optimum).
     seconds : float
         Wall time of the solve (setup included).
     n_chains : int
         Number of chains of the decomposition.
+    gap_scale : float or None
+        Denominator of the relative gap the solver stopped on: ``max(|E|, S)`` (module docstring),
+        with ``E`` the energy the solver saw (a model's ``constant`` is not included). None when
+        unknown: ``gap`` then divides by ``|energy|``.
     """
 
     labels: np.ndarray
@@ -75,19 +92,55 @@ class MRFResult:
     converged: bool = False
     seconds: float = 0.0
     n_chains: int = 0
+    gap_scale: float | None = None
 
     @property
     def gap(self) -> float:
-        """Relative primal-dual gap ``(energy - lower_bound) / |energy|`` (0 when both are 0)."""
-        return relative_gap(self.energy, self.lower_bound)
+        """Relative primal-dual gap ``(energy - lower_bound) / gap_scale``: the quantity compared with ``rel_gap``."""
+        if self.gap_scale is None:
+            return relative_gap(self.energy, self.lower_bound)
+        return _gap_ratio(self.energy - self.lower_bound, self.gap_scale)
 
 
-def relative_gap(energy: float, bound: float) -> float:
-    """``(energy - bound) / |energy|``; 0 when both are 0, inf when the energy is 0 and the bound below."""
+def cost_scale(unary: np.ndarray, pairwise: np.ndarray) -> float:
+    """Problem scale of the relative gap: the sum over nodes of ``max - min`` of their finite unary costs
+    (what the labels can change through the unary terms); the same sum over the pairwise tables when
+    every unary row is constant. Unchanged by adding a constant to any term, so it does not vanish when
+    the optimal energy does; 0 only when every term is constant on its finite entries.
+    """
+    for table in (unary, pairwise):
+        if table.size:
+            table = table.reshape(len(table), -1)
+            finite = np.isfinite(table)
+            spread = np.where(finite, table, -np.inf).max(axis=1) - np.where(finite, table, np.inf).min(axis=1)
+            total = float(spread[np.isfinite(spread)].sum())
+            if total > 0:
+                return total
+    return 0.0
+
+
+def _gap_ratio(diff: float, scale: float) -> float:
+    """``diff / scale`` for the solver's scale ``max(|E|, S)``; 0 for ``diff <= 0`` and for a zero scale
+    (energy 0 and all terms constant: every finite labelling is optimal); inf for an infinite energy."""
+    if not diff > 0:
+        return 0.0 if diff <= 0 else np.inf
+    if not np.isfinite(scale):
+        return np.inf
+    return diff / scale if scale > 0 else 0.0
+
+
+def relative_gap(energy: float, bound: float, scale: float | None = None) -> float:
+    """Relative gap ``(energy - bound) / max(|energy|, scale)`` (``scale``: `cost_scale` of the model).
+
+    Without ``scale``: ``(energy - bound) / |energy|``, which is inf for a zero energy above its bound
+    (the reason the solver uses ``scale``). 0 when ``energy <= bound``.
+    """
     diff = energy - bound
-    if diff <= 0:
-        return 0.0
-    return diff / abs(energy) if energy != 0 else np.inf
+    if scale is None:
+        if diff <= 0:
+            return 0.0
+        return diff / abs(energy) if energy != 0 else np.inf
+    return _gap_ratio(diff, max(abs(energy), scale))
 
 
 def validate_mrf(unary, edges, pairwise, name: str = "solve_mrf"):
@@ -277,7 +330,7 @@ def _adjacency(n: int, eu: np.ndarray, ev: np.ndarray):
     return adj_ptr, edge_ids[order].astype(np.int64)
 
 
-def solve_mrf(unary, edges, pairwise, max_iter: int = 5000, rel_gap: float = 1e-3, *, patience: int = 20,
+def solve_mrf(unary, edges, pairwise, *, max_iter: int = 5000, rel_gap: float = 1e-3, patience: int = 20,
               polish_every: int = 10, chains: str = "auto", time_limit: float | None = None) -> MRFResult:
     """Minimize ``sum_i unary[i, x_i] + sum_e pairwise[e, x_u, x_v]`` by dual decomposition into chains.
 
@@ -290,9 +343,11 @@ def solve_mrf(unary, edges, pairwise, max_iter: int = 5000, rel_gap: float = 1e-
     pairwise : array (E, L, L)
         ``pairwise[e, a, b]`` is the cost of label ``a`` at ``edges[e, 0]`` and ``b`` at ``edges[e, 1]``.
     max_iter : int
-        Maximum number of supergradient iterations.
+        Maximum number of supergradient iterations (keyword-only, like every tuning parameter).
     rel_gap : float
-        Stop when ``(energy - lower_bound) / |energy| <= rel_gap``.
+        Stop when ``(energy - lower_bound) / max(|energy|, S) <= rel_gap``; ``S`` is the sum of the
+        nodes' unary cost ranges (`cost_scale`; see the module docstring), so models whose optimal
+        energy is 0 stop on the gap too.
     patience : int
         Iterations without a better dual before the step factor ``gamma`` is halved.
     polish_every : int
@@ -316,6 +371,7 @@ def solve_mrf(unary, edges, pairwise, max_iter: int = 5000, rel_gap: float = 1e-
     n, n_labels = u.shape
     e, p = canonical_edges(e, p)
     p = np.ascontiguousarray(p)
+    scale = cost_scale(u, p)  # S of the gap criterion
     eu = np.ascontiguousarray(e[:, 0])
     ev = np.ascontiguousarray(e[:, 1])
     dec = decompose(n, eu, ev, chains)
@@ -384,12 +440,13 @@ def solve_mrf(unary, edges, pairwise, max_iter: int = 5000, rel_gap: float = 1e-
         hist["bound"].append(dual)
         hist["best_bound"].append(best_bound)
         hist["step"].append(alpha)
-        if relative_gap(best_energy, best_bound) <= rel_gap or norm2 == 0.0:
+        if relative_gap(best_energy, best_bound, scale) <= rel_gap or norm2 == 0.0:
             converged = True
             break
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
-    if polish_every and len(eu) and np.isfinite(best_energy):  # the final labelling is a chain-wise local optimum
+    if polish_every and len(eu) and np.isfinite(best_energy):
+        # a last descent from the best labelling, kept only if it is lower (with chords the descent can rise)
         x = best_labels.copy()
         _kernels.chain_descent(x, u, p, eu, ev, adj_ptr, adj_edge, dec.chain_ptr, dec.copy_node, dec.link_edge,
                                dec.link_flip, msg, back, cond, new, 50)
@@ -400,7 +457,7 @@ def solve_mrf(unary, edges, pairwise, max_iter: int = 5000, rel_gap: float = 1e-
         best_bound = float(u.min(axis=1).sum()) if len(eu) == 0 else -np.inf
     history = {key: np.asarray(val, float) for key, val in hist.items()}
     return MRFResult(best_labels.astype(np.int64), float(best_energy), float(best_bound), it, history, converged,
-                     time.perf_counter() - t0, n_chains)
+                     time.perf_counter() - t0, n_chains, gap_scale=max(abs(float(best_energy)), scale))
 
 
 def energy(unary, edges, pairwise, labels) -> float:
