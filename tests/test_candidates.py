@@ -185,6 +185,13 @@ def test_bad_arguments(tiny):
         diverse_candidates(TARGET, k=3, database=db, codes=codes[:5])
     with pytest.raises(InvalidTypeError, match="k: expected an integer, got 2.5"):
         diverse_candidates(TARGET, k=2.5, database=db, codes=codes)
+    # data (target, k, database, model) may be positional, tuning parameters are keyword-only
+    with pytest.raises(TypeError, match="positional"):
+        diverse_candidates(TARGET, 3, db, None, 0.05)
+    with pytest.raises(TypeError, match="positional"):
+        greedy_candidates(TARGET, 3, db, None, 0.05)
+    pos = diverse_candidates(TARGET, 3, db, codes=codes)
+    assert pos.indices.tolist() == diverse_candidates(TARGET, k=3, database=db, codes=codes).indices.tolist()
 
 
 def test_diversity_helper():

@@ -163,6 +163,16 @@ def test_bad_arguments(tiny):
         find_families([1, 2, 3, 4], database=db, codes=codes)
     with pytest.raises(InvalidValueError, match="gradation: expected a property vector"):
         find_families(lambda t: np.zeros(3), database=db, codes=codes)
+    # tuning parameters are keyword-only (a positional delta or k cannot be taken for another argument)
+    with pytest.raises(TypeError, match="positional"):
+        find_families(line, 3, 0.02, database=db, codes=codes)
+    with pytest.raises(TypeError, match="positional"):
+        family_graph(line, 0.02, database=db, codes=codes)
+    with pytest.raises(TypeError, match="positional"):
+        family_candidates([], np.zeros((1, 4)), "members")
+    pos = find_families(line, 2, delta=0.02, k=3, n_ends=5, database=db, codes=codes)
+    kw = find_families(line, n_families=2, delta=0.02, k=3, n_ends=5, database=db, codes=codes)
+    assert [f.indices.tolist() for f in pos] == [f.indices.tolist() for f in kw]
 
 
 def test_family_interpolate_and_cells_for_positions(tiny):

@@ -395,11 +395,12 @@ def shortest_paths(graph, n_paths: int) -> list[np.ndarray]:
     return out
 
 
-def family_graph(gradation, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: int = 50, database=None, model=None, *,
+def family_graph(gradation, *, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: int = 50, database=None, model=None,
                  codes=None, link: str = "latent", n_samples: int = 2001) -> FamilyGraph:
     """Select the cells within ``delta`` of the gradation curve and build the graph of paper Sec. 4.3.
 
-    See `find_families` for the arguments.
+    See `find_families` for the arguments (all but ``gradation`` keyword-only); ``n_samples`` points of
+    the curve are used for the distances.
     """
     for name, value, low in (("k", k, 1), ("n_ends", n_ends, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -426,9 +427,11 @@ def family_graph(gradation, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: in
                        delta=delta, gradation=gradation, database=database, model=model)
 
 
-def find_families(gradation, n_families: int = 5, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: int = 50, database=None,
-                  model=None, *, codes=None, link: str = "latent", seed: int | None = None) -> list[Family]:
+def find_families(gradation, n_families: int = 5, *, delta: float = DEFAULT_DELTA, k: int = 5, n_ends: int = 50,
+                  database=None, model=None, codes=None, link: str = "latent", seed: int | None = None) -> list[Family]:
     """Disjoint metamaterial families following a property gradation (paper Sec. 4.3, Fig. 12-13).
+
+    ``gradation`` and ``n_families`` may be given by position; every other argument is keyword-only.
 
     Parameters
     ----------
@@ -464,7 +467,7 @@ def find_families(gradation, n_families: int = 5, delta: float = DEFAULT_DELTA, 
 
     if isinstance(n_families, bool) or not isinstance(n_families, (int, np.integer)) or n_families < 1:
         raise InvalidValueError(f"n_families: expected a positive integer, got {n_families!r}")
-    fg = family_graph(gradation, delta, k, n_ends, database, model, codes=codes, link=link)
+    fg = family_graph(gradation, delta=delta, k=k, n_ends=n_ends, database=database, model=model, codes=codes, link=link)
     fams = fg.families(int(n_families))
     if len(fams) < n_families:
         warnings.warn(f"find_families: only {len(fams)} of {n_families} disjoint families exist in the graph of "
