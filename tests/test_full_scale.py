@@ -151,3 +151,79 @@ def test_uint8_structure_is_accepted():
 def test_part_free_to_slide_raises_solver_error():
     with pytest.raises(SolverError, match="y translation"):
         solve_full_scale(np.ones((20, 30), dtype=bool), [Prescribed("left", "x"), Prescribed("right", "x", 0.1)], cell_pixels=10)
+
+
+def _reference_solve(structure, scale, conditions_fixed, cell_pixels):
+    """Independent assembly with a per-pixel stiffness scale (ny, nx): global K from element_stiffness, Dirichlet by
+    elimination, sparse direct solve. ``conditions_fixed``: {(node row, node col, component): value}."""
+    ny, nx = structure.shape
+    h = 1.0 / cell_pixels
+    ke = element_stiffness(Material().constitutive(), h, h)
+    rows, cols = np.nonzero(structure)
+    nodes = np.stack([(rows + oy) * (nx + 1) + cols + ox for ox, oy in NODE_OFFSETS], axis=1)
+    dofs = np.stack([2 * nodes, 2 * nodes + 1], axis=-1).reshape(len(rows), 8)
+    values = scale[rows, cols][:, None, None] * ke
+    n = 2 * (ny + 1) * (nx + 1)
+    k = sp.coo_array((values.ravel(), (np.repeat(dofs, 8, axis=1).ravel(), np.tile(dofs, (1, 8)).ravel())),
+                     shape=(n, n)).tocsr()
+    active = np.zeros(n, bool)
+    active[dofs.ravel()] = True
+    u = np.zeros(n)
+    fixed = np.zeros(n, bool)
+    for (r, c, comp), value in conditions_fixed.items():
+        dof = 2 * (r * (nx + 1) + c) + comp
+        if active[dof]:
+            fixed[dof], u[dof] = True, value
+    free = active & ~fixed
+    u[free] = sp.linalg.spsolve(k[free][:, free].tocsc(), -(k[free][:, fixed] @ u[fixed]))
+    return u.reshape(ny + 1, nx + 1, 2)
+
+
+@pytest.mark.parametrize("method", ["direct", "amg"])
+def test_adjoint_sensitivity_matches_central_finite_differences(method):
+    """dJ/ds of a quadratic form in the macro-node displacements against an independent solver's differences."""
+    cp = 10
+    structure = holed_block()
+    structure[12:14, 3:7] = False                      # a second, off-centre slot: no symmetry to hide sign errors
+    ny, nx = structure.shape
+    fixed = {}
+    for r in range(ny + 1):
+        fixed[(r, 0, 0)], fixed[(r, nx, 0)] = 0.0, STRETCH
+    fixed[(0, 0, 1)] = 0.0
+    result = solve_full_scale(structure, stretch(), cell_pixels=cp, tol=1e-12, method=method, keep_solver=True)
+    reference = _reference_solve(structure, np.ones(structure.shape), fixed, cp)
+    np.testing.assert_allclose(result.macro_displacement, reference[::cp, ::cp], atol=1e-9)
+    # J = sum_m w_m (u_m - t_m)^2 over the macro nodes' y components (the RRMSE's form)
+    rng = np.random.default_rng(1)
+    weights, target = rng.uniform(0.5, 2.0, (3, 4)), rng.normal(scale=0.05, size=(3, 4))
+
+    def objective(u_fine):
+        return float(np.sum(weights * (u_fine[::cp, ::cp, 1] - target) ** 2))
+
+    gradient = np.zeros_like(result.macro_displacement)
+    gradient[..., 1] = 2 * weights * (result.macro_displacement[..., 1] - target)
+    sensitivity = result.sensitivity(gradient)
+    assert sensitivity.shape == structure.shape
+    eps = 1e-4  # truncation error ~eps^2; J's rounding dominates below ~1e-5
+    for r, c in [(0, 0), (4, 12), (15, 25), (19, 29), (13, 8), (6, 2)]:
+        scale = np.ones(structure.shape)
+        scale[r, c] = 1 + eps
+        up = objective(_reference_solve(structure, scale, fixed, cp))
+        scale[r, c] = 1 - eps
+        down = objective(_reference_solve(structure, scale, fixed, cp))
+        assert sensitivity[r, c] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-12)
+
+
+def test_amg_hierarchy_does_not_touch_numpys_global_random_state():
+    state = np.random.get_state()
+    a = solve_full_scale(holed_block(), stretch(), cell_pixels=10, method="amg", tol=1e-10)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+    np.random.seed(123)
+    b = solve_full_scale(holed_block(), stretch(), cell_pixels=10, method="amg", tol=1e-10)
+    np.testing.assert_array_equal(a.displacement, b.displacement)
+
+
+def test_sensitivity_needs_the_kept_solver():
+    result = solve_full_scale(holed_block(), stretch(), cell_pixels=10)
+    with pytest.raises(InvalidValueError, match="keep_solver"):
+        result.sensitivity(np.zeros_like(result.macro_displacement))

@@ -50,13 +50,15 @@ _DIAGONAL_SLOT = 4
 # Smoothed aggregation options, tuned on tiled 50 x 50 cells (0.6M to 12.5M unknowns):
 # - a small strength threshold drops the weak couplings across thin ligaments from the aggregation
 #   graph: about 25% fewer CG iterations on perforated structures;
-# - on the finest level the prolongator's Jacobi weights come from row sums ("local") instead of a
-#   spectral radius estimate, which costs as much as the rest of that level's setup; same
-#   iteration counts within one.
-_JACOBI = ("jacobi", {"omega": 4.0 / 3.0})
+# - the prolongators' Jacobi weights come from row sums ("local") instead of a spectral radius
+#   estimate: on the finest level that estimate costs as much as the rest of the level's setup, and
+#   pyamg draws its start vector from NumPy's global generator (row sums are deterministic). The
+#   row-sum bound overestimates the spectral radius more on the coarse levels, so they get a larger
+#   weight: 25 x 25 tiled cells need 17 CG iterations (spectral estimates on the coarse levels: 16;
+#   omega 4/3 everywhere: 23).
 _AMG_OPTIONS = {
     "strength": ("symmetric", {"theta": 0.02}),
-    "smooth": [("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"})] + [_JACOBI] * 9,
+    "smooth": [("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"})] + [("jacobi", {"omega": 2.0, "weighting": "local"})] * 9,
     "max_levels": 10,
     "max_coarse": 500,
 }
@@ -89,6 +91,9 @@ class FullScaleResult:
     timings : dict
         Wall-clock seconds of ``"assembly"``, ``"setup"`` (factorization or multigrid hierarchy)
         and ``"solve"``.
+    solver : FullScaleSolver or None
+        With ``keep_solver=True``: the factorization or multigrid hierarchy of the solve, for adjoint
+        solves (`sensitivity`).
     """
 
     displacement: np.ndarray
@@ -100,6 +105,73 @@ class FullScaleResult:
     iterations: int
     residual: float
     timings: dict = field(default_factory=dict)
+    solver: FullScaleSolver | None = field(default=None, repr=False)
+
+    def sensitivity(self, macro_gradient) -> np.ndarray:
+        """Derivative of an objective J(macro displacements) with respect to every pixel's stiffness scale.
+
+        The pixel (r, c) has Young's modulus ``s E``; the derivative at ``s = 1`` of every pixel is
+        ``dJ/ds = -lambda_e^T K_e u_e`` with the adjoint field ``K lambda = dJ/du`` (zero on prescribed
+        degrees of freedom), solved with the forward solve's factorization or multigrid hierarchy.
+        For a void pixel the same expression is the first-order effect of adding it, using the
+        displacements of its nodes that belong to kept pixels (zero elsewhere).
+
+        Parameters
+        ----------
+        macro_gradient : array (H + 1, W + 1, 2)
+            ``dJ/d macro_displacement`` (the macro-node values are the nearest kept fine nodes').
+
+        Returns
+        -------
+        array (ny, nx)
+            dJ/ds per pixel, in units of J.
+        """
+        if self.solver is None:
+            raise InvalidValueError("sensitivity: this result has no solver; solve with keep_solver=True")
+        g = np.asarray(macro_gradient, dtype=float)
+        if g.shape != self.macro_displacement.shape:
+            raise InvalidValueError(f"macro_gradient: expected shape {self.macro_displacement.shape} (H + 1, W + 1, 2), "
+                                    f"got {describe(g)}")
+        adjoint = self.solver.adjoint(g)
+        return -pixel_energy(adjoint, np.nan_to_num(self.displacement), self.solver.ke)
+
+
+class FullScaleSolver:
+    """The factorization or multigrid hierarchy of a full-scale solve, kept for adjoint solves.
+
+    Attributes: ``ke`` (8, 8) the pixel element stiffness; ``node_flat`` (n,) the flat fine-grid
+    positions of the active nodes; ``fixed`` (n, 2) their prescribed components; ``nearest``
+    ((H + 1) (W + 1),) the active node of every macro node.
+    """
+
+    def __init__(self, solve, ke, node_flat, fixed, nearest, node_shape):
+        self._solve, self.ke, self.node_flat, self.fixed, self.nearest = solve, ke, node_flat, fixed, nearest
+        self.node_shape = node_shape
+
+    def adjoint(self, macro_gradient) -> np.ndarray:
+        """Adjoint displacement field (ny + 1, nx + 1, 2) of a gradient (H + 1, W + 1, 2) at the macro nodes
+        (zero at inactive nodes and on prescribed degrees of freedom)."""
+        rhs = np.zeros((len(self.node_flat), 2))
+        np.add.at(rhs, self.nearest, np.asarray(macro_gradient, dtype=float).reshape(-1, 2))
+        rhs[self.fixed] = 0.0
+        field = np.zeros((self.node_shape[0] * self.node_shape[1], 2))
+        if np.any(rhs):
+            solution = self._solve(rhs.ravel()).reshape(-1, 2)
+            solution[self.fixed] = 0.0
+            field[self.node_flat] = solution
+        return field.reshape(*self.node_shape, 2)
+
+
+def pixel_energy(a, b, ke, rows_per_chunk: int = 256) -> np.ndarray:
+    """``a_e^T K_e b_e`` (ny, nx) of every pixel for nodal fields a, b (ny + 1, nx + 1, 2) (chunked over rows)."""
+    ny, nx = a.shape[0] - 1, a.shape[1] - 1
+    out = np.empty((ny, nx))
+    for r0 in range(0, ny, rows_per_chunk):
+        r1 = min(r0 + rows_per_chunk, ny)
+        ae = np.concatenate([a[r0 + oy : r1 + oy, ox : nx + ox] for ox, oy in NODE_OFFSETS], axis=-1)
+        be = np.concatenate([b[r0 + oy : r1 + oy, ox : nx + ox] for ox, oy in NODE_OFFSETS], axis=-1)
+        out[r0:r1] = np.einsum("rci,ij,rcj->rc", ae, ke, be, optimize=True)
+    return out
 
 
 def _check_structure(structure, cell_pixels) -> tuple[np.ndarray, int, int]:
@@ -344,10 +416,11 @@ def solve_full_scale(
     conditions,
     material: Material = Material(),
     cell_pixels: int = 50,
+    *,
     tol: float = 1e-8,
     progress: bool = False,
-    *,
     method: str = "auto",
+    keep_solver: bool = False,
 ) -> FullScaleResult:
     """Solve the linear elastic response of a full pixel structure under prescribed displacements.
 
@@ -371,6 +444,9 @@ def solve_full_scale(
     method : {"auto", "direct", "amg"}
         Sparse direct solve, or CG preconditioned by smoothed aggregation multigrid; ``"auto"``
         takes the direct solve up to ``DIRECT_LIMIT`` unknowns.
+    keep_solver : bool
+        Keep the factorization or multigrid hierarchy in ``result.solver`` for adjoint solves
+        (`FullScaleResult.sensitivity`); it holds memory of the order of the matrix's.
 
     Returns
     -------
@@ -439,6 +515,7 @@ def solve_full_scale(
         start = time.perf_counter()
         if norm_b == 0.0:
             solution = np.zeros_like(rhs)
+            solve = None
             timings["setup"] = time.perf_counter() - start
             advance()
         elif use_direct:
@@ -453,18 +530,12 @@ def solve_full_scale(
             advance()
             start = time.perf_counter()
             solution = lu.solve(rhs)
+            solve = lu.solve
         else:
             import pyamg
 
             rows, cols = np.divmod(node_flat, nx + 1)
-            # pyamg draws the start vectors of its spectral radius estimates from NumPy's global
-            # generator: seed it for a reproducible hierarchy, and give the caller's state back.
-            state = np.random.get_state()
-            np.random.seed(0)
-            try:
-                hierarchy = pyamg.smoothed_aggregation_solver(matrix, B=_rigid_modes(cols * h, rows * h), **_AMG_OPTIONS)
-            finally:
-                np.random.set_state(state)
+            hierarchy = pyamg.smoothed_aggregation_solver(matrix, B=_rigid_modes(cols * h, rows * h), **_AMG_OPTIONS)
             del rows, cols
             timings["setup"] = time.perf_counter() - start
             advance()
@@ -477,6 +548,12 @@ def solve_full_scale(
             preconditioner = hierarchy.aspreconditioner()
             solution, info = spla.cg(matrix, rhs, rtol=tol, atol=0.0, maxiter=MAX_ITERATIONS, M=preconditioner, callback=count)
             iterations = counter[0]
+            if keep_solver:
+                def solve(b):
+                    x, status = spla.cg(matrix, b, rtol=tol, atol=0.0, maxiter=MAX_ITERATIONS, M=preconditioner)
+                    if status != 0:
+                        raise SolverError(f"adjoint solve: conjugate gradients did not reach tol={tol}")
+                    return x
             del hierarchy
             if info != 0:
                 raise SolverError(
@@ -508,4 +585,7 @@ def solve_full_scale(
         iterations=iterations,
         residual=residual,
         timings=timings,
+        solver=(FullScaleSolver(solve if solve is not None else (lambda b: np.zeros_like(b)), ke, node_flat, fixed,
+                                np.searchsorted(node_flat, nearest),
+                                (ny + 1, nx + 1)) if keep_solver else None),
     )
