@@ -159,8 +159,13 @@ def test_generate_cells_reduces_loss_and_reports_binary_stiffness(tiny_model, tm
     assert np.allclose(r.stiffness, homogenize(r.cells, Material()), rtol=1e-10, atol=1e-12)
     first = np.asarray(r.history[0]["loss"][0])
     assert np.all(np.asarray(r.history[0]["final_loss"]) < first)            # BFGS reduced every sample's loss
-    start = generate_cells(target, n=2, model=tiny_model, seed=1, gammas=(5.0,), max_iter=0, symmetric=True)
-    assert np.all(r.relaxed_loss <= start.relaxed_loss * 1.5)
+    # BFGS (Armijo line search) never raises a sample's loss within a projection stage (the stages differ
+    # in gamma, so the loss may jump between them), and the reported relaxed loss is the last stage's final one
+    for stage in r.history:
+        per_iter = np.asarray(stage["loss"])                                    # (records, n)
+        assert len(per_iter) >= 2 and np.all(np.diff(per_iter, axis=0) <= 0)
+        np.testing.assert_array_equal(per_iter[-1], stage["final_loss"])
+    np.testing.assert_allclose(r.relaxed_loss, r.history[-1]["final_loss"], rtol=1e-6)
     c = np.diag([0.35, 0.35, 0.09]) + 0.12 * np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]])
     assert np.allclose(r.loss, (((r.stiffness - c) / 0.01) ** 2).sum(axis=(1, 2)))
     assert np.all((r.binarization >= 0) & (r.binarization <= 1))
@@ -215,8 +220,9 @@ def test_generate_cells_custom_loss(tiny_model):
         return ((bulk_modulus(c) - 20.0) / 20.0) ** 2
 
     r = generate_cells(loss=k_loss, n=1, model=tiny_model, material=material, gammas=(5.0,), max_iter=5, tol=1e-6)
-    losses = r.history[0]["loss"]
-    assert not losses or losses[-1][0] <= losses[0][0]
+    losses = np.asarray(r.history[0]["loss"])[:, 0]           # the initial loss, then one per BFGS iteration
+    assert len(losses) >= 2 and np.all(np.diff(losses) <= 0) and losses[-1] < losses[0]
+    assert losses[-1] == r.history[0]["final_loss"][0]
     assert np.isclose(r.loss[0], ((bulk_modulus(r.stiffness[0]) - 20) / 20) ** 2)
     assert r.target is None and np.allclose(r.stiffness, homogenize(r.cells, material))
 
@@ -250,14 +256,25 @@ def test_frac_and_diversity():
 @pytest.mark.slow
 def test_guided_sampling(tiny_model):
     material = Material.two_phase(1.0, 100.0)
-    k_target = 25.0
-    r = generate_cells(loss=lambda c: ((bulk_modulus(c) - k_target) / k_target) ** 2, n=3, model=tiny_model, method="guided",
-                       material=material, steps=8, scale=0.5, density_weight=0.1, seed=2)
+    opts = {"n": 3, "model": tiny_model, "method": "guided", "material": material, "steps": 8, "density_weight": 0.1,
+            "seed": 2}
+
+    def k_loss(k_target):
+        return lambda c: ((bulk_modulus(c) - k_target) / k_target) ** 2
+
+    r = generate_cells(loss=k_loss(25.0), scale=0.5, **opts)
     assert r.method == "guided" and r.cells.shape == (3, 50, 50)
     assert np.allclose(r.stiffness, homogenize(r.cells, material))
     assert len(r.history[0]["mean_loss_per_step"]) == 8
-    assert set(frac(bulk_modulus(r.stiffness), k_target)) == {0.01, 0.05}
+    assert set(frac(bulk_modulus(r.stiffness), 25.0)) == {0.01, 0.05}
     assert 0 <= diversity(r.cells) <= 1
+    # guidance moves K toward the target: the same noise and seed without guidance (scale 0) is the reference
+    k0 = bulk_modulus(generate_cells(loss=k_loss(25.0), scale=0.0, **opts).stiffness)   # measured 5.6, 5.1, 4.3
+    k_up = bulk_modulus(r.stiffness)                                                     # measured 12.2, 6.6, 5.0
+    assert np.all(k_up > k0) and np.all(np.abs(k_up - 25.0) < np.abs(k0 - 25.0))
+    # and down for a target below the unguided samples: most of the distance is removed
+    k_down = bulk_modulus(generate_cells(loss=k_loss(2.0), scale=0.5, **opts).stiffness)  # measured 1.9, 2.1, 2.3
+    assert np.all(k_down < k0) and np.all(np.abs(k_down - 2.0) < 0.2 * np.abs(k0 - 2.0))
 
 
 def _cli():
