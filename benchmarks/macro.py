@@ -6,12 +6,13 @@ default database; graded uses the gradation of paper Eq. 7 (family mode). Target
 RRMSE bridge <= 0.01, smiley <= 0.08, graded <= 0.03, >= 99 % feasible, time bridge < 10 s,
 smiley < 2 min on 2 cores.
 
-Usage: ``python benchmarks/macro.py [bridge smiley graded] [--max-iterations 500] [--start multi] [--plots DIR] [--verbose]``
+Usage: ``python benchmarks/macro.py [bridge smiley graded] [--max-iterations N] [--start multi|median] [--plots DIR] [--verbose]``
 
-The bridge's RRMSE depends on the start (local optima of the feasible set); its issue figure is measured with
-the multi-start preset used by ``metasys design`` for small grids::
-
-    python benchmarks/macro.py bridge --start multi --pilot-iterations 300 --restart-every 300 --max-iterations 2000
+Without options each problem runs with the settings `optimize_properties` chooses itself
+(`metasys.macro.optimization.macro_settings`): the bridge (a small grid) a multi-start from five diverse cells,
+1,000 evaluations each; smiley and graded the paper's single run from the median cell / t = 0.5, 500
+evaluations. The bridge's RRMSE depends on the start (local optima of the feasible set); the single run from
+the median cell is ``--start median``.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ TARGETS = {"bridge": (0.01, 10.0), "smiley": (0.08, 120.0), "graded": (0.03, Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=list(TARGETS), help="problems to run (default all)")
-    parser.add_argument("--max-iterations", type=int, default=500)
+    parser.add_argument("--max-iterations", type=int, default=None, help="default: chosen from the problem")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--plots", default=None, help="folder for property maps, deformed meshes and histories")
-    parser.add_argument("--start", default=None, choices=["multi"], help="multi-start from five diverse cells (database mode)")
-    parser.add_argument("--pilot-iterations", type=int, default=100, help="multi-start: evaluations per start")
-    parser.add_argument("--restart-every", type=int, default=100, help="restart MMA after this many evaluations")
+    parser.add_argument("--start", default=None, choices=["multi", "median"],
+                        help="multi-start from five diverse cells or one run from the median cell (database mode)")
+    parser.add_argument("--pilot-iterations", type=int, default=None, help="multi-start: evaluations per start")
+    parser.add_argument("--restart-every", type=int, default=None, help="restart MMA after this many evaluations")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     for name in args.names:
@@ -47,12 +49,15 @@ def main() -> None:
     print("{:8s} {:>8s} {:>7s} {:>9s} {:>6s} {:>8s} {:>8s} {:>7s}".format(*header))
     for name in args.names:
         problem = getattr(problems, name)()
-        kwargs = dict(max_iterations=args.max_iterations, tolerance=args.tolerance, verbose=args.verbose)
+        given = {"max_iterations": args.max_iterations, "restart_every": args.restart_every}
+        kwargs = {key: value for key, value in given.items() if value is not None}
+        kwargs.update(tolerance=args.tolerance, verbose=args.verbose)
         if name == "graded":
             result = optimize_properties(problem, family=paper_gradation(), **kwargs)
         else:
-            result = optimize_properties(problem, db, start=args.start, pilot_iterations=args.pilot_iterations,
-                                         restart_every=args.restart_every, **kwargs)
+            multi = {"start": args.start, "pilot_iterations": args.pilot_iterations}
+            kwargs.update({key: value for key, value in multi.items() if value is not None})
+            result = optimize_properties(problem, db, **kwargs)
         target, limit = TARGETS[name]
         print(f"{name:8s} {result.rrmse:8.4f} {target:7.2f} {result.feasible_fraction:9.1%} {result.iterations:6d} "
               f"{result.restarts:8d} {result.status:>8s} {result.timings['total']:7.1f}"

@@ -72,3 +72,39 @@ def test_errors():
         MacroModel(3, 2, [Prescribed((5, 0), "x")])
     with pytest.raises(SolverError):  # only u_x prescribed: rigid motion in y is free
         MacroModel(3, 2, [Prescribed("left", "x")]).solve(np.tile([1.0, 0.3, 0.6, 0.2], (2, 3, 1)))
+
+
+@pytest.mark.parametrize("element, expected", [
+    ([1.0, 0.8, 0.6, 0.2], "C12^2 < C11 C22"),    # C12^2 = 0.64 > C11 C22 = 0.6
+    ([1.0, 0.6, 0.36, 0.2], "C12^2 < C11 C22"),   # semi-definite: C12^2 = C11 C22
+    ([-1.0, 0.0, 0.6, 0.2], "C11 > 0"),
+    ([1.0, 0.0, 0.0, 0.2], "C22 > 0 and C12^2 < C11 C22"),  # 0 < 0 fails too
+    ([1.0, 0.3, 0.6, -0.01], "C33 > 0"),
+])
+def test_rejects_stiffness_that_is_not_positive_definite(element, expected):
+    p = np.tile([1.0, 0.3, 0.6, 0.2], (2, 3, 1))
+    p[1, 2] = element  # element (i, j) = (2, 1)
+    model = MacroModel(3, 2, STRETCH)
+    for call in (model.solve, model.stiffness, lambda q: model.least_squares(q, [3], [0.0])):
+        with pytest.raises(InvalidValueError, match="properties: expected a positive definite") as info:
+            call(p)
+        message = str(info.value)
+        assert f"breaks {expected}" in message and "element (i, j) = (2, 1)" in message and "1 element(s)" in message
+        assert f"({element[0]:.6g}, {element[1]:.6g}, {element[2]:.6g}, {element[3]:.6g})" in message
+    with pytest.raises(InvalidValueError, match="positive definite"):
+        solve_macro(p, STRETCH)
+
+
+def test_direct_assembly_matches_the_global_stiffness(rng):
+    """The solve assembles the free-free block directly; it agrees with slicing the global matrix."""
+    import scipy.sparse.linalg as spla
+
+    w, h = 6, 4
+    model = MacroModel(w, h, STRETCH)
+    p = np.tile([1.0, 0.3, 0.6, 0.2], (h, w, 1)) * rng.uniform(0.7, 1.3, (h, w, 4))
+    k = model.stiffness(p)
+    free, fixed = model.free, model.fixed
+    u = np.zeros(model.n_dofs)
+    u[fixed] = model.fixed_values
+    u[free] = spla.spsolve(k[free][:, free].tocsc(), -(k[free][:, fixed] @ model.fixed_values))
+    np.testing.assert_allclose(model.solve(p).vector, u, rtol=0, atol=1e-13 * np.abs(u).max())

@@ -8,7 +8,15 @@ from metasys.problems import Problem, bridge, graded, load_problem, smiley
 
 from metasys.errors import FileFormatError, InvalidValueError
 from metasys.fem.boundary import Prescribed
-from metasys.macro.optimization import PropertyObjective, optimize_properties, rrmse
+from metasys.macro.optimization import (
+    MMARun,
+    PropertyObjective,
+    macro_settings,
+    mma_with_restarts,
+    optimize_properties,
+    resolve_settings,
+    rrmse,
+)
 from metasys.selection.families import paper_gradation
 
 
@@ -112,8 +120,10 @@ def test_family_polyline_and_stop_rule():
     pts = paper_gradation()(np.linspace(0, 1, 6))
     problem = tiny_problem()
     result = optimize_properties(problem, family=pts, max_iterations=7)
-    assert result.iterations <= 7
-    assert result.history["rrmse"][-1] <= result.history["rrmse"][0] + 1e-12 or result.iterations == 7
+    assert result.iterations == 7 and result.status == "maxeval"
+    # MMA keeps only improving steps: the returned design beats the start even after 7 evaluations.
+    assert result.rrmse < result.history["rrmse"][0]
+    assert result.rrmse == pytest.approx(min(result.history["rrmse"]))
     with pytest.raises(InvalidValueError, match="max_iterations"):
         optimize_properties(problem, family=pts, max_iterations=0)
 
@@ -226,16 +236,129 @@ def test_multi_start_counts_pilots():
 
 @pytest.mark.slow
 def test_bridge_reaches_issue_target_with_default_settings():
-    """Issue #7 figure: bridge macro RRMSE <= 0.01 with >= 99 % feasible elements (full default database)."""
-    from metasys import Database
+    """Issue #7 figure: bridge macro RRMSE <= 0.01 with >= 99 % feasible elements (full default database),
+    from the documented call without options (issue #19: it uses `macro_settings`)."""
     from metasys.database.storage import default_path
-    from metasys.macro.optimization import macro_settings
 
     if not default_path().exists():
         pytest.skip("default database not available")
     problem = bridge()
     settings = macro_settings(problem)
     assert settings["start"] == "multi" and macro_settings(smiley()) == {}
-    result = optimize_properties(problem, Database.default(), **settings)
+    result = optimize_properties(problem)
     assert result.rrmse <= 0.01
     assert result.feasible_fraction >= 0.99
+    assert result.iterations > settings["pilot_iterations"]  # the multi-start ran
+
+
+def _positive_definite(p):
+    p = np.asarray(p).reshape(-1, 4)
+    return (p[:, 0] > 0) & (p[:, 2] > 0) & (p[:, 3] > 0) & (p[:, 1] ** 2 < p[:, 0] * p[:, 2])
+
+
+def test_iterates_stay_positive_definite():
+    """The database box admits non-PD combinations (large C12 with small C11, C22; the ball even has C33 < 0):
+    MMA never evaluates one (the macro model would reject it), C12 is clipped to +-0.999 sqrt(C11 C22)."""
+    db, problem = BallDatabase(), tiny_problem()
+    low = db.properties.min(axis=0)
+    assert low[3] < 0 and db.properties[:, 1].max() ** 2 > low[0] * low[2]
+    obj = PropertyObjective(problem, db)
+    assert np.all(obj.lower[[0, 2, 3]] > 0)
+    corner = np.zeros((3, 4, 4))
+    corner[..., 1] = 1.0  # smallest C11, C22, C33 with the largest C12: far from positive definite before the clipping
+    assert not np.any(_positive_definite(obj._coordinates(corner)))
+    assert np.all(_positive_definite(obj.properties(corner)))
+    assert obj.properties(corner)[0, 0, 1] == pytest.approx(0.999 * np.sqrt(obj.lower[0] * obj.lower[2]))
+
+    evaluated, clipped = [], []
+
+    def callback(k, x, value, cons):
+        evaluated.append(_positive_definite(obj.properties(x)).all())
+        clipped.append(not _positive_definite(obj._coordinates(x)).all())
+
+    start = np.array([0.45, 0.47, 0.45, 0.15])  # inside the ball, but C12 > sqrt(C11 C22): MMA steps beyond the bound
+    result = optimize_properties(problem, db, start=start, max_iterations=60, callback=callback)
+    assert len(evaluated) == result.iterations == 60 and all(evaluated) and sum(clipped) >= 10
+    # The start's C12 lies beyond the bound: moved onto it (same design) so that MMA can move it again.
+    x0 = obj.variables(np.broadcast_to(start, (3, 4, 4)))
+    x1 = obj.project(x0)
+    np.testing.assert_allclose(obj.properties(x1), obj.properties(x0), rtol=1e-12)
+    assert np.all(x1[1::4] < x0[1::4])
+    np.testing.assert_allclose(obj.project(x1), x1, rtol=1e-12)
+    assert np.all(_positive_definite(result.properties))
+
+
+def test_clipped_coupling_gradient_matches_finite_differences(rng):
+    obj = PropertyObjective(tiny_problem(), BallDatabase(), beta=20.0)
+    x = rng.uniform(0.3, 0.7, obj.n).reshape(3, 4, 4)
+    x[0, :, 0], x[0, :, 2], x[0, :, 1] = 0.02, 0.03, 0.95  # row 0: C12 clipped at +0.999 sqrt(C11 C22)
+    x = x.ravel()
+    clipped = ~_positive_definite(obj._coordinates(x)).reshape(3, 4)
+    assert clipped[0].all() and not clipped[1:].any()
+    f, df, g, dg = obj.evaluate(x)
+    h = 1e-6
+    for k in list(range(16)) + list(rng.choice(np.arange(16, obj.n), 6, replace=False)):
+        e = np.zeros(obj.n)
+        e[k] = h
+        fd_f = (obj.objective(x + e)[0] - obj.objective(x - e)[0]) / (2 * h)
+        fd_g = (obj.constraint(x + e)[0] - obj.constraint(x - e)[0]) / (2 * h)
+        assert fd_f == pytest.approx(df[k], rel=1e-4, abs=1e-9 * abs(f) + 1e-12)
+        assert fd_g == pytest.approx(dg[k], rel=1e-4, abs=1e-10)
+    assert np.all(df[1:16:4] == 0)  # the clipped C12 does not depend on its own variable
+
+
+class CountingObjective:
+    """A PropertyObjective that counts its evaluations."""
+
+    def __init__(self, objective):
+        self.inner, self.n, self.constrained, self.calls = objective, objective.n, objective.constrained, 0
+
+    def evaluate(self, x):
+        self.calls += 1
+        return self.inner.evaluate(x)
+
+
+def test_mma_with_restarts_evaluates_once_per_iteration():
+    obj = CountingObjective(PropertyObjective(tiny_problem(), BallDatabase()))
+    x0 = obj.inner.variables(np.broadcast_to(BallDatabase().center, (3, 4, 4)))
+    seen = []
+    run = mma_with_restarts(obj, x0, budget=40, restart_every=15, callback=lambda k, x, f, g: seen.append(k))
+    assert isinstance(run, MMARun)
+    x, status, restarts, history, best, best_value = run
+    assert obj.calls == len(history["objective"]) == len(seen) <= 40 and seen == list(range(1, len(seen) + 1))
+    assert restarts >= 1 and status in ("maxeval", "xtol") and history["change"][0] == 0.0
+    feasible = [f for f, c in zip(history["objective"], history["constraint"]) if c <= 1e-9]
+    assert best is not None and best_value == min(feasible) < history["objective"][0]
+    assert x.shape == (obj.n,) and np.all((x >= 0) & (x <= 1))
+    with pytest.raises(InvalidValueError, match="budget"):
+        mma_with_restarts(obj, x0, budget=0)
+
+
+def test_settings_come_from_the_problem_unless_given():
+    tiny = tiny_problem()
+    assert resolve_settings(bridge()) == {"start": "multi", "pilot_iterations": 1000, "restart_every": 300,
+                                          "max_iterations": 5000}
+    assert resolve_settings(smiley()) == {"start": "median", "max_iterations": 500, "restart_every": 100,
+                                          "pilot_iterations": 100}
+    assert resolve_settings(bridge(), family=paper_gradation())["start"] == "median"
+    mixed = resolve_settings(bridge(), max_iterations=2000, restart_every=None, start=None)
+    assert mixed == {**macro_settings(bridge()), "max_iterations": 2000, "restart_every": None}
+    assert resolve_settings(tiny)["start"] == "multi"  # 12 elements: a small grid
+
+
+def test_default_call_runs_the_multi_start(monkeypatch):
+    """No options on a small grid: five starts of ``pilot_iterations`` each, then the best continues; explicit wins."""
+    import metasys.macro.optimization as optimization
+
+    runs, real = [], optimization.mma_with_restarts
+    monkeypatch.setattr(optimization, "mma_with_restarts",
+                        lambda objective, x0, **kw: runs.append(kw) or real(objective, x0, **kw))
+    db = BallDatabase()
+    result = optimize_properties(tiny_problem(), db, pilot_iterations=8, max_iterations=50)
+    assert [r["budget"] for r in runs[:5]] == [8] * 5 and all(r["restart_every"] == 300 for r in runs)
+    assert result.iterations <= 50 and len(runs) <= 6
+    best_pilot = min(min(result.history["rrmse"][8 * i: 8 * i + 8]) for i in range(5))
+    assert result.rrmse <= best_pilot + 1e-12
+    runs.clear()
+    single = optimize_properties(tiny_problem(), db, start="median", max_iterations=20, restart_every=10)
+    assert [r["budget"] for r in runs] == [20] and single.iterations <= 20

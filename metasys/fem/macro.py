@@ -2,7 +2,8 @@
 
 Element (i, j) occupies [i, i+1] x [j, j+1] and has properties ``p[j, i] = (C11, C12, C22, C33)``.
 Node (x, y) has degrees of freedom ``2 * (y * (W + 1) + x) + {0: x, 1: y}``. Only prescribed
-displacements load the structure (the three standard problems have no forces).
+displacements load the structure (the three standard problems have no forces). Every element's stiffness
+must be positive definite (C11, C22, C33 > 0 and C12^2 < C11 C22); other properties raise `InvalidValueError`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ class MacroModel:
         self._rows = np.repeat(ed, 8, axis=1).ravel()
         self._cols = np.tile(ed, (1, 8)).ravel()
         self.basis = orthotropic_basis(1.0, 1.0)
+        # Where each element-matrix entry goes in the free-free block (CSC, built directly without slicing the
+        # global matrix) and which entries couple free rows to prescribed columns (the load vector).
+        n_free = len(self.free)
+        free_of = np.full(self.n_dofs, -1)
+        free_of[self.free] = np.arange(n_free)
+        fixed_of = np.full(self.n_dofs, -1)
+        fixed_of[self.fixed] = np.arange(len(self.fixed))
+        r, c, fc = free_of[self._rows], free_of[self._cols], fixed_of[self._cols]
+        self._ff = (r >= 0) & (c >= 0)
+        keys, self._ff_slot = np.unique(c[self._ff] * n_free + r[self._ff], return_inverse=True)
+        self._ff_indices = keys % n_free
+        self._ff_indptr = np.searchsorted(keys // n_free, np.arange(n_free + 1))
+        self._fc = (r >= 0) & (fc >= 0)
+        self._fc_row, self._fc_value = r[self._fc], self.fixed_values[fc[self._fc]]
 
     def _check(self, properties) -> np.ndarray:
         p = np.asarray(properties, dtype=float)
@@ -67,6 +82,18 @@ class MacroModel:
             raise InvalidValueError(f"properties: expected shape {expected}, got {describe(properties)}")
         if not np.all(np.isfinite(p)):
             raise InvalidValueError("properties: contains NaN or infinite values")
+        c11, c12, c22, c33 = np.moveaxis(p, -1, 0)
+        bad = (c11 <= 0) | (c22 <= 0) | (c33 <= 0) | (c12 * c12 >= c11 * c22)
+        if np.any(bad):
+            j, i = np.argwhere(bad)[0]
+            a, b, c, d = p[j, i]
+            broken = [rule for rule, holds in (("C11 > 0", a > 0), ("C22 > 0", c > 0), ("C33 > 0", d > 0),
+                                               ("C12^2 < C11 C22", b * b < a * c)) if not holds]
+            raise InvalidValueError(
+                f"properties: expected a positive definite stiffness in every element (C11 > 0, C22 > 0, C33 > 0, "
+                f"C12^2 < C11 C22), got {int(bad.sum())} element(s) without, e.g. element (i, j) = ({i}, {j}) = "
+                f"properties[{j}, {i}]: (C11, C12, C22, C33) = ({a:.6g}, {b:.6g}, {c:.6g}, {d:.6g}) breaks "
+                f"{' and '.join(broken)}")
         return p
 
     def stiffness(self, properties) -> sp.csr_matrix:
@@ -76,8 +103,11 @@ class MacroModel:
         return sp.csr_matrix((ke, (self._rows, self._cols)), shape=(self.n_dofs, self.n_dofs))
 
     def _factorize(self, properties):
-        k = self.stiffness(properties)
-        kff = k[self.free][:, self.free].tocsc()
+        ke = np.einsum("jiq,qab->jiab", self._check(properties), self.basis).ravel()
+        n_free = len(self.free)
+        data = np.bincount(self._ff_slot, weights=ke[self._ff], minlength=len(self._ff_indices))
+        kff = sp.csc_matrix((data, self._ff_indices, self._ff_indptr), shape=(n_free, n_free))
+        load = -np.bincount(self._fc_row, weights=ke[self._fc] * self._fc_value, minlength=n_free)
         try:
             lu = spla.splu(kff)
         except RuntimeError as exc:
@@ -88,7 +118,7 @@ class MacroModel:
             raise SolverError(self._singular_message)
         u = np.zeros(self.n_dofs)
         u[self.fixed] = self.fixed_values
-        u[self.free] = lu.solve(-(k[self.free][:, self.fixed] @ self.fixed_values))
+        u[self.free] = lu.solve(load)
         if not np.all(np.isfinite(u)):
             raise SolverError("macro solve produced non-finite displacements; the properties may not be positive definite")
         return lu, u

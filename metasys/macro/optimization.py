@@ -3,7 +3,9 @@
 Two modes:
 
 - **full database** (``family=None``): four variables per element, the properties
-  (C11, C12, C22, C33) scaled to [0, 1] inside the database's box ``[min, max]`` (Eq. 11). The
+  (C11, C12, C22, C33) scaled to [0, 1] inside the database's box ``[min, max]`` (Eq. 11), with
+  C12 clipped to ``+-0.999 sqrt(C11 C22)`` (`COUPLING_LIMIT`) so that every evaluated stiffness is
+  positive definite (the box alone admits C12^2 > C11 C22: small C11, C22 with a large C12). The
   feasibility of every element (signed distance ``phi_e >= 0`` to the boundary of the database's
   property cloud) is aggregated into one constraint by the Heaviside projection integral (Eq. 11-12)::
 
@@ -16,9 +18,10 @@ Two modes:
 
 The objective is ``F = ||u[gamma] - u_t||^2 / ||u_t||^2`` (so the macro-level RRMSE is ``sqrt(F)``),
 with adjoint sensitivities (Eq. 13-15, `metasys.fem.MacroModel.least_squares`). The problem is
-solved by nlopt's MMA (``LD_MMA``, Svanberg's 2002 CCSA variant); it stops when the maximal change of
-the variables between iterations is below ``tolerance`` (1e-3) or after ``max_iterations`` (500)
-objective evaluations, the paper's rule.
+solved by nlopt's MMA (``LD_MMA``, Svanberg's 2002 CCSA variant) in `mma_with_restarts`; it stops when
+the maximal change of the variables is below ``tolerance`` (1e-3) or after ``max_iterations``
+objective evaluations, the paper's rule. `optimize_properties` chooses its run settings from the problem
+(`macro_settings`, `resolve_settings`) unless they are given.
 
 Practical choices (measured on the standard problems):
 
@@ -33,8 +36,16 @@ Practical choices (measured on the standard problems):
   one step; ``restart_every=None`` gives one MMA run with nlopt's per-iteration rule). Lowering ``rho_init``, rescaling
   the objective or constraint (0.01 .. 100) or CCSAQ did not help as much.
 - The start matters (local optima): bridge from the median cell reaches RRMSE 0.046 after 500
-  evaluations, from the most auxetic deep cell 0.013 (0.006 after 1000). ``start="multi"`` runs short
-  pilots from five diverse cells (`candidate_starts`) and continues the best.
+  evaluations, from the most auxetic deep cell 0.013 (0.006 after 1000). ``start="multi"`` runs
+  pilots from five diverse cells (`candidate_starts`) and continues the best with what is left of the
+  budget; `macro_settings` gives small grids 1,000 evaluations per start and 5,000 in all, so every
+  start runs to its end and only evaluations left by starts that converged early continue the best
+  (bridge: 0.048, 0.010, 0.012, 0.0017, 0.045 from the five starts; 4,819 evaluations in all).
+- Paths are sensitive to floating point: rounding-level changes (another machine, summation order in
+  the assembly) move single runs between local optima (bridge multi-start best 0.0012 .. 0.0025,
+  smiley single run from the median 0.04 .. 0.10 under such changes).
+- C12 beyond the clipping bound does not depend on its variable; before every restart the variable is
+  moved back onto the bound (`PropertyObjective.project`, same design), so MMA can move it again.
 - Objective and constraint are of order one: ``F`` is relative to ``||u_t||^2`` and the HPI
   constraint is the paper's multiplied by ``N_e``. ``beta`` (200) is in units of the database's
   normalized signed distance: an element contributes ``S(-phi) < 1e-3`` once ``phi > 0.017``.
@@ -54,6 +65,8 @@ from ..fem.macro import MacroModel
 from .problems import Problem
 
 SMALL_GRID = 400  # elements: up to this size the macro stage affords a multi-start
+COUPLING_LIMIT = 0.999  # database mode: |C12| <= COUPLING_LIMIT sqrt(C11 C22), so det C >= 0.002 C11 C22 > 0
+POSITIVE_FLOOR = 1e-6  # database mode: C11, C22, C33 >= this times the database's maximum (stand-ins with values <= 0)
 
 
 @dataclass
@@ -170,45 +183,95 @@ class PropertyObjective:
             if database is None:
                 raise InvalidValueError("optimize_properties: give a database or a family")
             self.mode = "database"
-            props = np.asarray(database.properties, dtype=float)
-            self.lower, self.upper = props.min(axis=0), props.max(axis=0)
-            self.span = np.where(self.upper > self.lower, self.upper - self.lower, 1.0)
             if scaling not in ("log", "linear"):
                 raise InvalidValueError(f"scaling: expected 'log' or 'linear', got {scaling!r}")
+            props = np.asarray(database.properties, dtype=float)
+            if props.ndim != 2 or props.shape[1] != 4 or len(props) == 0:
+                raise InvalidValueError(f"database.properties: expected an array (N, 4), got {describe(props)}")
+            diagonal = [0, 2, 3]
+            if np.any(props[:, diagonal].max(axis=0) <= 0):
+                raise InvalidValueError(f"database.properties: expected positive C11, C22 and C33 (positive definite cells), "
+                                        f"got maxima {props[:, diagonal].max(axis=0).tolist()}")
+            # Physical iterates: C11, C22, C33 at least POSITIVE_FLOOR times their maximum (a database of homogenized
+            # cells is above it anyway), and C12 clipped to +-COUPLING_LIMIT sqrt(C11 C22) in `properties`.
+            bounded = props.copy()
+            bounded[:, diagonal] = np.maximum(props[:, diagonal], POSITIVE_FLOOR * props[:, diagonal].max(axis=0))
+            self.lower, self.upper = bounded.min(axis=0), bounded.max(axis=0)
+            self.span = np.where(self.upper > self.lower, self.upper - self.lower, 1.0)
             # Logarithmic scaling for strictly positive properties: displacements respond to stiffness ratios.
-            self.log = (self.lower > 0) & (self.upper > self.lower) & (scaling == "log")
+            self.log = (props.min(axis=0) > 0) & (self.upper > self.lower) & (scaling == "log")
             self.log_span = np.log(np.where(self.log, self.upper / np.where(self.log, self.lower, 1.0), 1.0))
             self.n = 4 * self.n_elements
+
+    def _coordinates(self, x) -> np.ndarray:
+        """Properties (H, W, 4) of variables x before the clipping of C12 (database mode)."""
+        x = np.asarray(x, dtype=float).reshape(*self.shape, 4)
+        return np.where(self.log, self.lower * np.exp(x * self.log_span), self.lower + x * self.span)
 
     def properties(self, x) -> np.ndarray:
         """Properties (H, W, 4) of variables x."""
         x = np.asarray(x, dtype=float)
         if self.mode == "family":
             return self.family(x.reshape(self.shape))
-        x = x.reshape(*self.shape, 4)
-        return np.where(self.log, self.lower * np.exp(x * self.log_span), self.lower + x * self.span)
+        c = self._coordinates(x)
+        p = c.copy()
+        p[..., 1] = self._coupling(c)[0]
+        return p
 
-    def dp_dx(self, properties) -> np.ndarray:
-        """Derivative of each property w.r.t. its variable (H, W, 4) (database mode)."""
-        return np.where(self.log, properties * self.log_span, self.span)
+    @staticmethod
+    def _coupling(c):
+        """Clipped C12 of unclipped properties c, dC12/dc12 and k with dC12/dC11 = k sqrt(C22 / C11) / 2 (likewise C22)."""
+        bound = COUPLING_LIMIT * np.sqrt(c[..., 0] * c[..., 2])
+        below, above = c[..., 1] < -bound, c[..., 1] > bound
+        c12 = np.where(below, -bound, np.where(above, bound, c[..., 1]))
+        k = np.where(below, -COUPLING_LIMIT, np.where(above, COUPLING_LIMIT, 0.0))
+        return c12, np.where(below | above, 0.0, 1.0), k
+
+    def chain(self, grad_p, x) -> np.ndarray:
+        """Gradient (n,) w.r.t. the variables x of a function with gradient ``grad_p`` (H, W, 4) w.r.t. the properties."""
+        g = np.asarray(grad_p, dtype=float).reshape(*self.shape, 4)
+        if self.mode == "family":
+            return np.einsum("jiq,jiq->ji", g, self.family.derivative(np.asarray(x).reshape(self.shape))).ravel()
+        c = self._coordinates(x)
+        dc = np.where(self.log, c * self.log_span, self.span)  # d property / d variable, before the clipping of C12
+        root = np.sqrt(c[..., 0] * c[..., 2])
+        _, d12, k = self._coupling(c)
+        out = np.empty_like(g)
+        out[..., 0] = (g[..., 0] + g[..., 1] * 0.5 * k * root / c[..., 0]) * dc[..., 0]
+        out[..., 1] = g[..., 1] * d12 * dc[..., 1]
+        out[..., 2] = (g[..., 2] + g[..., 1] * 0.5 * k * root / c[..., 2]) * dc[..., 2]
+        out[..., 3] = g[..., 3] * dc[..., 3]
+        return out.ravel()
+
+    def project(self, x) -> np.ndarray:
+        """The same design with C12's variable moved back onto the clipping bound where it lies beyond (database mode).
+
+        Beyond the bound C12 does not depend on its variable (zero gradient), so MMA would leave it there;
+        `mma_with_restarts` projects before every restart. Identity in family mode.
+        """
+        x = np.array(x, dtype=float)
+        if self.mode == "family":
+            return x
+        c = self._coordinates(x)
+        clipped = self._coupling(c)[1] == 0
+        if np.any(clipped):
+            on_bound = self.variables(self.properties(x)).reshape(*self.shape, 4)[..., 1]
+            x.reshape(*self.shape, 4)[..., 1][clipped] = on_bound[clipped]
+        return x
 
     def variables(self, properties) -> np.ndarray:
         """Variables (n,) of properties (H, W, 4) in database mode (clipped to [0, 1])."""
-        p = np.asarray(properties, float)
-        lin = (p - self.lower) / self.span
+        p = np.array(properties, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
+            lin = (p - self.lower) / self.span
             lg = np.log(np.maximum(p, 1e-300) / np.where(self.log, self.lower, 1.0)) / self.log_span
-        return np.clip(np.where(self.log, lg, lin), 0.0, 1.0).ravel()
+        return np.clip(np.nan_to_num(np.where(self.log, lg, lin)), 0.0, 1.0).ravel()
 
     def objective(self, x):
         """``F(x)``, ``dF/dx`` (n,) and the macro solution."""
         p = self.properties(x)
         value, grad_p, solution = self.model.least_squares(p, self.problem.target_dofs, self.problem.target_values, self.weights)
-        if self.mode == "family":
-            grad = np.einsum("jiq,jiq->ji", grad_p, self.family.derivative(np.asarray(x).reshape(self.shape))).ravel()
-        else:
-            grad = (grad_p * self.dp_dx(p)).ravel()
-        return value, grad, solution
+        return value, self.chain(grad_p, x), solution
 
     def signed_distance(self, properties) -> tuple[np.ndarray, np.ndarray]:
         """Signed distance (H*W,) and its gradient (H*W, 4) w.r.t. properties."""
@@ -219,8 +282,7 @@ class PropertyObjective:
         p = self.properties(x)
         phi, dphi = self.signed_distance(p)
         s, ds = heaviside(-phi, self.beta)
-        grad = (-ds[:, None] * dphi * self.dp_dx(p).reshape(-1, 4)).ravel()
-        return float(s.sum() - 1.0), grad
+        return float(s.sum() - 1.0), self.chain(-ds[:, None] * dphi, x)
 
     @property
     def constrained(self) -> bool:
@@ -269,8 +331,32 @@ def candidate_starts(database, margin: float = 0.04) -> np.ndarray:
                      deep[np.argmax(deep[:, 3] / np.maximum(deep[:, 0] + deep[:, 2], 1e-12))]])
 
 
+GENERIC_SETTINGS = {"start": "median", "max_iterations": 500, "restart_every": 100, "pilot_iterations": 100}
+
+
+def resolve_settings(problem: Problem, family=None, **given) -> dict:
+    """The run settings `optimize_properties` uses: ``given`` where not ``"auto"``, else `macro_settings`, else generic.
+
+    Keys ``start``, ``max_iterations``, ``restart_every``, ``pilot_iterations``; the generic values are a single
+    run from the median cell (``start="median"``), 500 evaluations, restarts every 100, pilots of 100.
+    ``start=None``, ``max_iterations=None`` and ``pilot_iterations=None`` also mean ``"auto"``
+    (``restart_every=None`` means one MMA run without restarts).
+    """
+    unknown = set(given) - set(GENERIC_SETTINGS)
+    if unknown:
+        raise InvalidValueError(f"resolve_settings: unknown settings {sorted(unknown)}; expected {sorted(GENERIC_SETTINGS)}")
+
+    def auto(key, value):
+        return (isinstance(value, str) and value == "auto") or (value is None and key != "restart_every")
+
+    explicit = {key: value for key, value in given.items() if not auto(key, value)}
+    return {**GENERIC_SETTINGS, **macro_settings(problem, family), **explicit}
+
+
 def _start(obj: PropertyObjective, start) -> list:
     """Initial variable vectors (one, or several for multi-start)."""
+    if isinstance(start, str) and start == "median":
+        start = None
     if obj.mode == "family":
         t = np.full(obj.shape, 0.5) if start is None else np.broadcast_to(np.asarray(start, float), obj.shape)
         if np.any((t < 0) | (t > 1)):
@@ -278,7 +364,8 @@ def _start(obj: PropertyObjective, start) -> list:
         return [t.ravel().copy()]
     if isinstance(start, str):
         if start != "multi":
-            raise InvalidValueError(f"start: expected None, 'multi' or properties (4,), (K, 4) or (H, W, 4), got {start!r}")
+            raise InvalidValueError(f"start: expected 'auto', 'median', 'multi' or properties (4,), (K, 4) or (H, W, 4), "
+                                    f"got {start!r}")
         start = candidate_starts(obj.database)
     if start is not None and np.ndim(start) == 2:
         cand = np.asarray(start, float)
@@ -297,8 +384,6 @@ def _start(obj: PropertyObjective, start) -> list:
     except ValueError:
         raise InvalidValueError(f"start: expected properties (4,), (K, 4) or {(*obj.shape, 4)}, got {describe(start)}") from None
     return [obj.variables(p)]
-
-
 
 FEASIBLE = 1e-9  # a point counts as feasible (best-point bookkeeping) when g <= FEASIBLE
 
@@ -421,6 +506,8 @@ def mma_with_restarts(objective, x0, *, budget: int, tolerance: float = 1e-3, re
     chunk = budget if not restart_every else int(restart_every)
     while len(history["objective"]) < budget:
         # A fresh MMA (asymptotes and rho reset) from the current design; see the module docstring.
+        if hasattr(objective, "project"):
+            x = np.asarray(objective.project(x), dtype=float)
         opt = make()
         x_before = x.copy()
         opt.set_maxeval(int(min(chunk, budget - len(history["objective"]))))
@@ -443,12 +530,18 @@ def mma_with_restarts(objective, x0, *, budget: int, tolerance: float = 1e-3, re
     return MMARun(x, status, restarts, history, best["x"], float(best["value"]))
 
 
-def optimize_properties(problem: Problem, database=None, family=None, *, start=None, max_iterations: int = 500,
-                        tolerance: float = 1e-3, beta: float = 200.0, constraint_scale: float = 1.0,
+def optimize_properties(problem: Problem, database=None, family=None, *, start="auto", max_iterations: int | str = "auto",
+                        restart_every: int | str | None = "auto", pilot_iterations: int | str = "auto",
+                        tolerance: float = 1e-3, beta: float = 200.0, scaling: str = "log", constraint_scale: float = 1.0,
                         objective_scale: float = 1.0, rho_init: float | None = None, inner_maxeval: int | None = None,
-                        scaling: str = "log", restart_every: int | None = 100, pilot_iterations: int = 100,
-                        verbose: bool = False, callback=None, algorithm: str = "LD_MMA") -> MacroResult:
+                        algorithm: str = "LD_MMA", verbose: bool = False, callback=None) -> MacroResult:
     """Optimize the per-element properties of a macro grid so its displacements match the problem's target.
+
+    Called with the problem alone it uses the settings `macro_settings` chooses for it: on small grids in
+    database mode (at most `SMALL_GRID` elements, e.g. the bridge) a multi-start from the five
+    `candidate_starts`, each start run for 1,000 evaluations, the best kept; otherwise the paper's single run
+    from the median cell (500 evaluations). Any of ``start``, ``max_iterations``, ``restart_every`` and
+    ``pilot_iterations`` given explicitly replaces that setting alone (`resolve_settings`).
 
     Parameters
     ----------
@@ -461,40 +554,60 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
     family : Gradation or array (K, 4), optional
         Family mode: one position ``t`` in [0, 1] per element along this gradation (e.g.
         `metasys.selection.families.paper_gradation`) or along the polyline through ordered properties.
-    start : None, "multi", array (4,), (K, 4) or (H, W, 4) properties (database mode) / scalar or (H, W) positions (family mode)
-        Initial design; default the database's median properties (if feasible) or t = 0.5. Several
-        candidates (K, 4) (or ``"multi"``: `candidate_starts`) start a multi-start: each runs
-        ``pilot_iterations`` evaluations from its uniform design, the best one continues. Pilot
-        evaluations count towards ``max_iterations`` and appear in the history.
-    max_iterations : int
-        Maximal number of objective evaluations (500).
+    start : "auto", "median", "multi" or an array
+        Initial design: properties (4,), (K, 4) or (H, W, 4) in database mode, positions (scalar or (H, W)) in
+        family mode. ``"auto"`` (default; None too): from `macro_settings`, else ``"median"``.
+        ``"median"``: the database's median properties (if feasible, else its deepest cell) or t = 0.5.
+        Several candidates (K, 4) (or ``"multi"``: `candidate_starts`) start a multi-start: each runs
+        ``pilot_iterations`` evaluations from its uniform design, and what is left of ``max_iterations``
+        continues the best one (the best feasible design seen is kept). Pilot evaluations count towards
+        ``max_iterations`` and appear in the history.
+    max_iterations : int or "auto"
+        Maximal number of objective evaluations, all starts together ("auto": `macro_settings`, else 500).
+    restart_every : int, None or "auto"
+        Restart MMA from the current design after this many evaluations ("auto": `macro_settings`, else 100);
+        None runs one MMA.
+    pilot_iterations : int or "auto"
+        Multi-start: evaluations per start ("auto": `macro_settings`, else 100).
     tolerance : float
-        Stop when the maximal change of the scaled variables between MMA iterations is below this (1e-3).
+        Stop when a whole MMA run (or, without restarts, one MMA iteration) changes no scaled variable by
+        more than this (1e-3).
     beta : float
         Sharpness of the Heaviside projection (Eq. 12) in 1 / signed-distance units (normalized properties).
+    scaling : "log" or "linear"
+        Database mode: strictly positive properties (C11, C22, C33) are scaled logarithmically
+        between the database's minimum and maximum (default), C12 linearly; "linear" scales all linearly.
     constraint_scale, objective_scale : float
         Factors on g and F as seen by MMA (nlopt's MMA is sensitive to absolute scaling).
     rho_init, inner_maxeval : optional
         nlopt MMA parameters.
-    scaling : "log" or "linear"
-        Database mode: strictly positive properties (C11, C22, C33) are scaled logarithmically
-        between the database's minimum and maximum (default), C12 linearly; "linear" scales all linearly.
-    restart_every : int or None
-        Restart MMA from the current design after this many evaluations (100); None runs one MMA.
     algorithm : str
         nlopt algorithm name (``"LD_MMA"``; ``"LD_CCSAQ"`` also handles the constraint).
     verbose : bool
         Print one line per evaluation (objective, constraint, change) to stderr.
     callback : callable, optional
-        ``callback(iteration, x, objective, constraint)`` after each evaluation.
+        ``callback(iteration, x, objective, constraint)`` after each evaluation (iterations numbered over all
+        starts; ``PropertyObjective.properties(x)`` gives the evaluated properties).
+
+    Returns
+    -------
+    MacroResult
     """
     t0 = time.perf_counter()
     if family is None and database is None:
         from ..database import Database
 
         database = Database.default()
-    if int(max_iterations) != max_iterations or max_iterations < 1:
-        raise InvalidValueError(f"max_iterations: expected a positive integer, got {max_iterations!r}")
+    if not isinstance(problem, Problem):
+        raise InvalidValueError(f"problem: expected a metasys.problems.Problem, got {describe(problem)}")
+    settings = resolve_settings(problem, family, start=start, max_iterations=max_iterations, restart_every=restart_every,
+                                pilot_iterations=pilot_iterations)
+    start, max_iterations = settings["start"], settings["max_iterations"]
+    restart_every, pilot_iterations = settings["restart_every"], settings["pilot_iterations"]
+    for name, value in (("max_iterations", max_iterations), ("pilot_iterations", pilot_iterations)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or int(value) != value or value < 1:
+            raise InvalidValueError(f"{name}: expected a positive integer or 'auto', got {value!r}")
+    max_iterations, pilot_iterations = int(max_iterations), int(pilot_iterations)
     if not tolerance > 0:
         raise InvalidValueError(f"tolerance: expected a positive number, got {tolerance!r}")
     obj = PropertyObjective(problem, database, family, beta=beta, scaling=scaling)
@@ -544,8 +657,9 @@ def optimize_properties(problem: Problem, database=None, family=None, *, start=N
         if r.best is not None and r.best_value < best_value:
             best, best_value = r.best, r.best_value
     t2 = time.perf_counter()
-    if obj.constrained and obj.constraint(x)[0] > FEASIBLE and best is not None:
-        x = best  # the last iterate violates the constraint: return the best feasible one
+    value, _, cons, _ = obj.evaluate(x)
+    if best is not None and (cons > FEASIBLE or best_value < value):
+        x = best  # the last iterate violates the constraint or is worse than the best feasible one seen: return that
     p = obj.properties(x)
     solution = obj.model.solve(p)
     phi = None
