@@ -240,6 +240,11 @@ def test_batched_bfgs_on_quadratics():
     x, f, it = batched_bfgs(fg, np.zeros((3, 6)), max_iter=50, tol=-np.inf)
     assert np.allclose(x, np.linalg.solve(h, b[..., None])[..., 0], atol=1e-5)
     assert np.all(it <= 50)
+    # max_iter=0 returns the start untouched after the one evaluation that records it
+    calls = []
+    x0, f0, it0 = batched_bfgs(lambda w: calls.append(1) or fg(w), np.ones((3, 6)), max_iter=0, tol=-np.inf)
+    assert len(calls) == 1 and np.all(it0 == 0) and np.array_equal(x0, np.ones((3, 6)))
+    np.testing.assert_allclose(f0, fg(np.ones((3, 6)))[0])
 
 
 def test_frac_and_diversity():

@@ -92,8 +92,8 @@ def batched_bfgs(fg, w0: np.ndarray, max_iter: int = 100, tol: float = 1e-2, max
         record(f.copy())
     h = np.broadcast_to(np.eye(d), (n, d, d)).copy()
     fresh = np.ones(n, bool)
-    active = f >= tol
     iters = np.zeros(n, int)
+    active = (f >= tol) & (iters < max_iter)
     stall = np.zeros(n, int)
     while active.any():
         p = -np.einsum("nij,nj->ni", h, g)
