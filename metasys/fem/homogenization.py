@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import InvalidCellError, InvalidTypeError, describe
+from ..errors import InvalidCellError, InvalidTypeError, InvalidValueError, describe
 from ..material import Material
 from .element import NODE_OFFSETS, affine_displacements, element_stiffness, strain_displacement
 from .multifrontal import MultifrontalPattern
@@ -92,20 +92,19 @@ def is_doubly_symmetric(rho: np.ndarray) -> np.ndarray:
     return np.all(rho == rho[:, ::-1, :], axis=(1, 2)) & np.all(rho == rho[:, :, ::-1], axis=(1, 2))
 
 
-def _homogenize_general(moduli: np.ndarray, ke, fe, q0) -> np.ndarray:
-    pattern = periodic_pattern(*moduli.shape[1:])
-    reduction = pattern.solve(moduli, ke, fe)
-    return moduli.sum(axis=(1, 2))[:, None, None] * q0 - reduction
+def _homogenize_general(moduli: np.ndarray, ke, u0) -> np.ndarray:
+    """C (N, 3, 3) of general cells: the minimum energy of the periodic problem, summed over elements."""
+    return periodic_pattern(*moduli.shape[1:]).solve(moduli, ke, ke @ u0, u0=u0)
 
 
-def _homogenize_symmetric(moduli: np.ndarray, ke, fe, q0) -> np.ndarray:
+def _homogenize_symmetric(moduli: np.ndarray, ke, u0) -> np.ndarray:
+    """C (N, 3, 3) of doubly mirror-symmetric cells from the minimum energies of their quarter problems."""
     ny, nx = moduli.shape[1:]
     quarter = moduli[:, : ny // 2, : nx // 2]
     normal, shear = _quarter_patterns(ny // 2, nx // 2)
-    total = quarter.sum(axis=(1, 2))
     c = np.zeros((len(moduli), 3, 3))
-    c[:, :2, :2] = total[:, None, None] * q0[:2, :2] - normal.solve(quarter, ke, fe[:, :2])
-    c[:, 2, 2] = total * q0[2, 2] - shear.solve(quarter, ke, fe[:, 2:])[:, 0, 0]
+    c[:, :2, :2] = normal.solve(quarter, ke, ke @ u0[:, :2], u0=u0[:, :2])
+    c[:, 2:, 2:] = shear.solve(quarter, ke, ke @ u0[:, 2:], u0=u0[:, 2:])
     return 4.0 * c
 
 
@@ -121,9 +120,9 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
         Densities in [0, 1] (bool, integer 0/1 or float); row 0 is the bottom of the cell.
     material : Material
         Base material and density interpolation.
-    batch_size : int
-        Cells solved together; larger batches are faster up to memory limits.
-    progress : bool
+    batch_size : int, keyword-only
+        Cells solved together (a tuning knob: memory grows with it, results do not depend on it).
+    progress : bool, keyword-only
         Show a progress bar.
 
     Returns
@@ -131,15 +130,25 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
     C : array (3, 3) for one cell or (N, 3, 3)
         Homogenized constitutive matrices, in the units of ``material.E``.
 
+    Raises
+    ------
+    SolverError
+        If the periodic problem is singular (e.g. ``Material(E_void=0)`` with a void region or a
+        solid part held by nothing or by a single node).
+
     Notes
     -----
     Cells that are mirror-symmetric about both mid-lines (all database cells) are solved exactly
     on a quarter with symmetry conditions, which is several times faster; their C13 = C23 = 0.
+    ``C`` is the energy of the solved fluctuation, ``C_kl = sum_e E_e (u0_k - chi_k)_e^T k_e
+    (u0_l - chi_l)_e`` (cell area 1), summed from non-negative element terms: small components of
+    nearly disconnected cells (thin void layers) keep their relative accuracy.
     """
     single = np.ndim(cells) == 2
+    _check_batch_size(batch_size)
     rho = as_density(cells)
     n, ny, nx = rho.shape
-    ke, _, fe, q0 = _element_matrices(ny, nx, material)
+    ke, u0, _, _ = _element_matrices(ny, nx, material)
     moduli = material.modulus(rho)
     sym = is_doubly_symmetric(rho) if ny % 2 == 0 and nx % 2 == 0 else np.zeros(n, bool)
     out = np.empty((n, 3, 3))
@@ -150,13 +159,23 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
         for idx, solver in groups:
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start : start + batch_size]
-                out[chunk] = solver(moduli[chunk], ke, fe, q0)
+                out[chunk] = solver(moduli[chunk], ke, u0)
                 advance(len(chunk))
     out = 0.5 * (out + np.swapaxes(out, 1, 2))
     return out[0] if single else out
 
 
-def homogenize_quarter_gradient(quarters, material: Material = Material()):
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+
+def _batches(n: int, batch_size: int):
+    """Slices of at most ``batch_size`` of ``range(n)``."""
+    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def homogenize_quarter_gradient(quarters, material: Material = Material(), *, batch_size: int = 128):
     """Homogenized stiffness of doubly mirror-symmetric cells and its gradient w.r.t. the quarter.
 
     The design variables of orthotropic cells are the densities of the bottom-left quarter; the
@@ -169,6 +188,8 @@ def homogenize_quarter_gradient(quarters, material: Material = Material()):
     quarters : array (qy, qx) or (N, qy, qx)
         Quarter densities in [0, 1].
     material : Material
+    batch_size : int, keyword-only
+        Quarters solved together (a tuning knob: bounds the temporary memory, results do not depend on it).
 
     Returns
     -------
@@ -177,17 +198,20 @@ def homogenize_quarter_gradient(quarters, material: Material = Material()):
     dC : array (N, qy, qx, 3, 3)
         ``dC[n, i, j] = d C[n] / d quarters[n, i, j]`` (each quarter pixel stands for four cell pixels).
     """
+    _check_batch_size(batch_size)
     q = as_density(quarters, "quarters")
     n, qy, qx = q.shape
     ke, u0, fe, _ = _element_matrices(2 * qy, 2 * qx, material)
     moduli = material.modulus(q)
     sens = np.zeros((n, qy, qx, 3, 3))
     for pattern, shear, loads in zip(_quarter_patterns(qy, qx), (False, True), ([0, 1], [2])):
-        _, x = pattern.solve(moduli, ke, fe[:, loads], return_solution=True)
-        edofs, n_unknowns = _quarter_element_dofs(qy, qx, shear)
-        w = np.concatenate([-x, np.zeros((n, 1, len(loads)))], axis=1)  # index -1 -> constrained, zero
-        u = w[:, edofs] + u0[:, loads]  # (N, qy, qx, 8, L)
-        sens[..., np.array(loads)[:, None], np.array(loads)] = np.einsum("nyxak,ab,nyxbl->nyxkl", u, ke, u)
+        edofs, _ = _quarter_element_dofs(qy, qx, shear)
+        block = (Ellipsis, np.array(loads)[:, None], np.array(loads))
+        for batch in _batches(n, batch_size):
+            _, x = pattern.solve(moduli[batch], ke, fe[:, loads], return_solution=True)
+            w = np.concatenate([-x, np.zeros((len(x), 1, len(loads)))], axis=1)  # index -1 -> constrained, zero
+            u = w[:, edofs] + u0[:, loads]  # (batch, qy, qx, 8, L)
+            sens[batch][block] = np.einsum("nyxak,ab,nyxbl->nyxkl", u, ke, u)
     c = 4.0 * np.einsum("nyx,nyxkl->nkl", moduli, sens)
     return c, 4.0 * sens * material.modulus_derivative(q)[..., None, None]
 
@@ -268,13 +292,24 @@ def _symmetric_solution(moduli: np.ndarray, material: Material):
     return full - full[:, :1, :1]  # same gauge as the periodic solve: node 0 fixed
 
 
-def _node_fluctuations(moduli: np.ndarray, rho: np.ndarray, material: Material) -> np.ndarray:
-    """Periodic fluctuation at every node (N, ny + 1, nx + 1, 2, 3), last row/column = first."""
+def _node_fluctuations(moduli: np.ndarray, rho: np.ndarray, material: Material, symmetric: bool | None = None) -> np.ndarray:
+    """Periodic fluctuation at every node (N, ny + 1, nx + 1, 2, 3), last row/column = first.
+
+    ``symmetric`` (default: all cells of ``rho`` doubly mirror-symmetric, even sizes) picks the quarter solves.
+    """
     n, ny, nx = moduli.shape
-    if ny % 2 == 0 and nx % 2 == 0 and np.all(is_doubly_symmetric(rho)):
+    if symmetric is None:
+        symmetric = _all_symmetric(rho)
+    if symmetric:
         return _symmetric_solution(moduli, material)
     fluct = _periodic_solution(moduli, material)
     return fluct[:, np.r_[np.arange(ny), 0]][:, :, np.r_[np.arange(nx), 0]]
+
+
+def _all_symmetric(rho: np.ndarray) -> bool:
+    """Whether every cell (N, ny, nx) is doubly mirror-symmetric with even sizes (the quarter solves apply)."""
+    _, ny, nx = rho.shape
+    return bool(ny % 2 == 0 and nx % 2 == 0 and np.all(is_doubly_symmetric(rho)))
 
 
 def _element_displacements(nodes: np.ndarray, rows, cols, u0: np.ndarray) -> np.ndarray:
@@ -285,37 +320,56 @@ def _element_displacements(nodes: np.ndarray, rows, cols, u0: np.ndarray) -> np.
     return u.reshape(*u.shape[:3], 8, 3) + u0
 
 
-def homogenize_fields(cells, material: Material = Material()) -> CellFields:
+def homogenize_fields(cells, material: Material = Material(), *, batch_size: int = 128) -> CellFields:
     """Homogenized stiffness with displacement, stress and boundary traction fields.
 
     See `homogenize` for the parameters; always returns batched arrays (leading N).
-    Doubly mirror-symmetric cells (database cells) are solved on their quarter.
+    Doubly mirror-symmetric cells (database cells) are solved on their quarter (when all cells of
+    the call are). ``batch_size`` (keyword-only) bounds the temporary memory; the results do not
+    depend on it.
     """
+    _check_batch_size(batch_size)
     rho = as_density(cells)
     n, ny, nx = rho.shape
     moduli = material.modulus(rho)
-    nodes = _node_fluctuations(moduli, rho, material)
+    symmetric = _all_symmetric(rho)
     ke, u0, _, _ = _element_matrices(ny, nx, material)
-    u = _element_displacements(nodes, np.arange(ny), np.arange(nx), u0)
-    energy = np.matmul(np.swapaxes(u, -1, -2), ke @ u) * moduli[..., None, None]
-    stress = _stress(material, ny, nx, 0.0, 0.0, u, moduli)  # (N, 3, ny, nx, 3)
-    tractions = _tractions(material, nodes, moduli, u0)
-    return CellFields(energy.sum(axis=(1, 2)), np.moveaxis(nodes[:, :ny, :nx], -1, 1), stress, tractions, energy)
+    energy = np.empty((n, ny, nx, 3, 3))
+    displacement = np.empty((n, 3, ny, nx, 2))
+    stress = np.empty((n, 3, ny, nx, 3))
+    tractions = {edge: np.empty((n, 3, ny if edge in ("left", "right") else nx, 2)) for edge in EDGES}
+    for batch in _batches(n, batch_size):
+        m = moduli[batch]
+        nodes = _node_fluctuations(m, rho[batch], material, symmetric)
+        u = _element_displacements(nodes, np.arange(ny), np.arange(nx), u0)
+        energy[batch] = np.matmul(np.swapaxes(u, -1, -2), ke @ u) * m[..., None, None]
+        stress[batch] = _stress(material, ny, nx, 0.0, 0.0, u, m)  # (batch, 3, ny, nx, 3)
+        displacement[batch] = np.moveaxis(nodes[:, :ny, :nx], -1, 1)
+        for edge, t in _tractions(material, nodes, m, u0).items():
+            tractions[edge][batch] = t
+    return CellFields(energy.sum(axis=(1, 2)), displacement, stress, tractions, energy)
 
 
-def boundary_tractions(cells, material: Material = Material()) -> dict:
+def boundary_tractions(cells, material: Material = Material(), *, batch_size: int = 128) -> dict:
     """Boundary traction profiles of cells under the three unit macro strains.
 
     The ``tractions`` of `homogenize_fields` without the interior fields: dict edge ->
     array (N, 3, n_edge, 2) for ``left``/``right``/``bottom``/``top``. About 4x faster for
     doubly symmetric cells (the cost of compatibility measures over many candidate cells).
+    ``batch_size`` (keyword-only) bounds the temporary memory; the results do not depend on it.
     """
+    _check_batch_size(batch_size)
     rho = as_density(cells)
-    _, ny, nx = rho.shape
+    n, ny, nx = rho.shape
     moduli = material.modulus(rho)
-    nodes = _node_fluctuations(moduli, rho, material)
+    symmetric = _all_symmetric(rho)
     _, u0, _, _ = _element_matrices(ny, nx, material)
-    return _tractions(material, nodes, moduli, u0)
+    out = {edge: np.empty((n, 3, ny if edge in ("left", "right") else nx, 2)) for edge in EDGES}
+    for batch in _batches(n, batch_size):
+        nodes = _node_fluctuations(moduli[batch], rho[batch], material, symmetric)
+        for edge, t in _tractions(material, nodes, moduli[batch], u0).items():
+            out[edge][batch] = t
+    return out
 
 
 def _stress(material: Material, ny: int, nx: int, xi: float, eta: float, u: np.ndarray, moduli: np.ndarray) -> np.ndarray:

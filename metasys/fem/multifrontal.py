@@ -10,6 +10,13 @@ one cell's fronts after another, cells in parallel across cores.
 The systems are ``K x = b`` with ``K = sum_e w_e P_e^T k P_e`` and ``b = sum_e w_e P_e^T f``, where
 ``k`` (8, 8) and ``f`` (8, L) are shared by all elements and ``w`` (N, ny, nx) are per-cell element
 weights (moduli). ``K`` must be symmetric positive definite.
+
+Numerics: the dense front eliminations, where nearly all the work is, are blocked (eight pivots
+at a time), so that every entry of the trailing matrix is loaded and stored once per eight
+multiply-adds; the Schur complements of finished fronts live on a stack (post-order), which keeps
+the working set in cache. A pivot is accepted only if it exceeds ``PIVOT_RTOL`` times the diagonal
+entry of its row in ``K`` (before elimination): a singular ``K`` (a zero modulus, a solid island
+or a pixel hinged at one corner) is reported instead of being solved with round-off pivots.
 """
 
 from __future__ import annotations
@@ -18,6 +25,13 @@ import numba
 import numpy as np
 
 from ..errors import SolverError
+
+PIVOT_RTOL = 1e-13
+"""A pivot below this fraction of its row's diagonal entry of ``K`` means ``K`` is (numerically) singular.
+
+Round-off pivots of singular systems are about 1e-16 of the diagonal; a regular system's pivots are
+at least about the smallest element weight relative to the largest (1e-9 for the default ersatz void).
+"""
 
 
 def _bisect(r0, r1, c0, c1, leaf):
@@ -46,17 +60,18 @@ class MultifrontalPattern:
         Global unknown of each local degree of freedom of each element, or -1 where the degree of
         freedom is prescribed to zero (removed from the system).
     n_unknowns : int
-        Number of unknowns; every one must belong to some element.
-    leaf : int
-        Patches of at most ``leaf`` x ``leaf`` elements are not split further.
+        Number of unknowns; every one must belong to some element (0 is allowed: nothing to solve).
+    leaf : int, keyword-only
+        Patches of at most ``leaf`` x ``leaf`` elements are not split further (a tuning knob).
     """
 
-    def __init__(self, element_dofs: np.ndarray, n_unknowns: int, leaf: int = 4):
+    def __init__(self, element_dofs: np.ndarray, n_unknowns: int, *, leaf: int = 4):
         element_dofs = np.asarray(element_dofs)
         self.grid_shape = element_dofs.shape[:2]
         self.n_unknowns = n = int(n_unknowns)
         ny, nx = self.grid_shape
         ed = np.where(element_dofs < 0, n, element_dofs).reshape(ny * nx, 8)
+        self.element_dofs = np.ascontiguousarray(ed, dtype=np.int64)  # prescribed -> n (a zero slot)
         total = np.bincount(ed.ravel(), minlength=n + 1)
         fronts = []  # post-order: (elements of a leaf, eliminated unknowns, boundary unknowns, children, all inside)
 
@@ -77,13 +92,32 @@ class MultifrontalPattern:
         if len(fronts[-1][2]) or len(fronts[-1][4]) != n:
             raise ValueError("MultifrontalPattern: every unknown must lie inside the grid and belong to an element")
 
+        n_fronts = len(fronts)
+        parent = np.full(n_fronts, -1)
+        for i, f in enumerate(fronts):
+            parent[f[3]] = i
+        # Front layout: eliminated unknowns (sorted), then the boundary unknowns in the order of their
+        # positions in the parent front, so that a child's update maps to increasing parent positions
+        # (set top-down: a parent is finished before its children in reverse post-order).
+        front_dofs = [None] * n_fronts
+        depth = np.zeros(n_fronts, dtype=np.int64)
+        for i in range(n_fronts - 1, -1, -1):
+            eliminated, boundary = fronts[i][1], fronts[i][2]
+            if parent[i] >= 0:
+                depth[i] = depth[parent[i]] + 1
+                where = {int(d): k for k, d in enumerate(front_dofs[parent[i]])}
+                boundary = boundary[np.argsort([where[int(d)] for d in boundary], kind="stable")]
+            front_dofs[i] = np.concatenate([eliminated, boundary]).astype(np.int64)
+
         self.n_interior = np.array([len(f[1]) for f in fronts], dtype=np.int64)
         self.n_boundary = np.array([len(f[2]) for f in fronts], dtype=np.int64)
-        front_dofs = [np.concatenate([f[1], f[2]]) for f in fronts]
+        self.parity = depth % 2
         self.dofs_ptr = _ptr([len(d) for d in front_dofs])
         self.dofs = np.concatenate(front_dofs).astype(np.int64)
 
         def positions(f, dofs):
+            if len(front_dofs[f]) == 0:
+                return np.full(np.shape(dofs), -1, dtype=np.int64)
             order = np.argsort(front_dofs[f])
             k = np.searchsorted(front_dofs[f], dofs, sorter=order)
             k = np.minimum(k, len(order) - 1)
@@ -97,17 +131,32 @@ class MultifrontalPattern:
 
         self.child_ptr = _ptr([len(f[3]) for f in fronts])
         self.child_ids = np.array([k for f in fronts for k in f[3]], dtype=np.int64)
-        parent = np.full(len(fronts), -1)
-        for i, f in enumerate(fronts):
-            parent[f[3]] = i
-        up = [positions(parent[i], f[2]) if parent[i] >= 0 else np.zeros(0, np.int64) for i, f in enumerate(fronts)]
+        up = [positions(parent[i], front_dofs[i][len(f[1]):]) if parent[i] >= 0 else np.zeros(0, np.int64)
+              for i, f in enumerate(fronts)]
         self.up_ptr = _ptr([len(u) for u in up])
         self.up_pos = np.concatenate(up).astype(np.int64)
-        self.update_ptr = _ptr(self.n_boundary**2)
-        self.boundary_ptr = _ptr(self.n_boundary)
-        self.n_fronts = len(fronts)
+        self.n_fronts = n_fronts
+        # Two stacks of Schur complements, one per depth parity (post-order): a front computes its
+        # complement in place on its stack while its children's lie on the other. Peaks of the nb^2
+        # and nb terms bound the size for any number of right-hand sides.
+        live = np.zeros((2, 2), dtype=np.int64)
+        peak = np.zeros((2, 2), dtype=np.int64)
+        for i in range(n_fronts):
+            for k in fronts[i][3]:
+                b = len(fronts[k][2])
+                live[self.parity[k]] -= (b * b, b)
+            b = len(fronts[i][2])
+            live[self.parity[i]] += (b * b, b)
+            peak = np.maximum(peak, live)
+        self._stack_peak = peak
+        m = self.n_interior + self.n_boundary
+        ni = self.n_interior
+        self._front_width = int(m.max(initial=0))
+        self._factor_size = (int((ni * m).sum()), int(ni.sum()))
+        self._factor_peak = (int((ni * m).max(initial=0)), int(ni.max(initial=0)))
 
-    def solve(self, weights: np.ndarray, ke: np.ndarray, fe: np.ndarray, return_solution: bool = False):
+    def solve(self, weights: np.ndarray, ke: np.ndarray, fe: np.ndarray, *, u0: np.ndarray | None = None,
+              return_solution: bool = False):
         """Solve ``K x = b`` for a batch of element weights.
 
         Parameters
@@ -118,48 +167,172 @@ class MultifrontalPattern:
             Symmetric element matrix for unit weight.
         fe : array (8, L)
             Element right-hand sides for unit weight.
-        return_solution : bool
+        u0 : array (8, L), optional, keyword-only
+            Element displacements with ``fe = ke @ u0``. Then the returned energy is the minimum
+            energy ``sum_e w_e (u0 - x_e)^T ke (u0 - x_e)`` (``x_e`` the element's entries of ``x``,
+            zero where prescribed), which equals ``sum_e w_e u0^T ke u0 - b^T K^-1 b`` but is summed
+            from non-negative element terms and so keeps its relative accuracy when it is small.
+        return_solution : bool, keyword-only
             Also return the solutions.
 
         Returns
         -------
         energy : array (N, L, L)
-            ``b^T K^-1 b``.
+            ``b^T K^-1 b``, or the minimum energy if ``u0`` is given.
         x : array (N, n_unknowns, L), only with ``return_solution``.
+
+        Raises
+        ------
+        SolverError
+            If a system is not (numerically) positive definite.
         """
         w = np.ascontiguousarray(np.asarray(weights, dtype=np.float64).reshape(len(weights), -1))
         ke = np.ascontiguousarray(ke, dtype=np.float64)
         fe = np.ascontiguousarray(fe, dtype=np.float64)
-        energy = np.zeros((len(w), fe.shape[1], fe.shape[1]))
-        x = np.zeros((len(w) if return_solution else 0, self.n_unknowns + 1, fe.shape[1]))
-        failed = _solve_batch(w, ke, fe, self.n_interior, self.n_boundary, self.dofs_ptr, self.dofs, self.elem_ptr,
-                              self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr, self.up_pos,
-                              self.update_ptr, self.boundary_ptr, energy, x, return_solution)
+        n_load = fe.shape[1]
+        energy_form = u0 is not None
+        u0 = np.ascontiguousarray(fe if u0 is None else u0, dtype=np.float64)
+        if u0.shape != fe.shape:
+            raise ValueError(f"MultifrontalPattern.solve: u0 must have the shape of fe {fe.shape}, got {u0.shape}")
+        lam, vec = np.linalg.eigh(ke)
+        keep = lam > 1e-12 * np.abs(lam).max(initial=0.0)
+        modes = np.ascontiguousarray(vec[:, keep] * np.sqrt(lam[keep]))  # ke = modes @ modes.T (ke is PSD)
+        energy = np.zeros((len(w), n_load, n_load))
+        x = np.zeros((len(w) if return_solution else 0, self.n_unknowns + 1, n_load))
+        factor = self._factor_size if (return_solution or energy_form) else self._factor_peak
+        sizes = np.array([self._stack_peak[0, 0] + n_load * self._stack_peak[0, 1],
+                          self._stack_peak[1, 0] + n_load * self._stack_peak[1, 1],
+                          factor[0] + n_load * factor[1], self._front_width + n_load], dtype=np.int64)
+        failed = _solve_batch(w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs,
+                              self.elem_ptr, self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr,
+                              self.up_pos, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x,
+                              return_solution, energy_form, max(1, min(numba.get_num_threads(), len(w))))
         if failed.any():
-            raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is not positive definite "
-                              "(a zero or negative modulus?)")
+            raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is singular or not positive definite "
+                              "(a zero or negative modulus, or a part held by nothing or by a single node?)")
         if not return_solution:
             return energy
         return energy, x[:, : self.n_unknowns]
 
 
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 # Reassociation and fused multiply-add let LLVM vectorize the update loops; NaN/inf semantics are kept
 # so that the pivot test still catches a matrix that is not positive definite.
-@numba.njit(cache=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, error_model="numpy")
-def _solve_one(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids, up_ptr,
-               up_pos, update_ptr, boundary_ptr, energy, x, want_solution):
-    """Factorize one cell front by front (post-order); returns False if a pivot is not positive."""
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _update8(a, p, r0, m, cols):
+    """``a[i, j] -= sum_k p[k, i] p[k, j]`` over the eight panel rows ``p`` for ``r0 <= i < m``, ``i <= j < cols``.
+
+    Two rows at a time, so that each load of the panel feeds sixteen multiply-adds; the inner loops
+    run over slices (non-negative indices, a panel apart from ``a``), which LLVM vectorizes.
+    """
+    p0, p1, p2, p3, p4, p5, p6, p7 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    i = r0
+    while i < m:
+        s0, s1, s2, s3 = p0[i], p1[i], p2[i], p3[i]
+        s4, s5, s6, s7 = p4[i], p5[i], p6[i], p7[i]
+        a[i, i] -= (s0 * s0 + s1 * s1 + s2 * s2 + s3 * s3) + (s4 * s4 + s5 * s5 + s6 * s6 + s7 * s7)
+        lo = i + 1
+        q0, q1, q2, q3 = p0[lo:cols], p1[lo:cols], p2[lo:cols], p3[lo:cols]
+        q4, q5, q6, q7 = p4[lo:cols], p5[lo:cols], p6[lo:cols], p7[lo:cols]
+        ai = a[i, lo:cols]
+        if lo == m:
+            for j in range(cols - lo):
+                ai[j] -= (s0 * q0[j] + s1 * q1[j] + s2 * q2[j] + s3 * q3[j]) + (s4 * q4[j] + s5 * q5[j] + s6 * q6[j] + s7 * q7[j])
+            break
+        t0, t1, t2, t3 = p0[lo], p1[lo], p2[lo], p3[lo]
+        t4, t5, t6, t7 = p4[lo], p5[lo], p6[lo], p7[lo]
+        bi = a[lo, lo:cols]
+        for j in range(cols - lo):
+            v0, v1, v2, v3, v4, v5, v6, v7 = q0[j], q1[j], q2[j], q3[j], q4[j], q5[j], q6[j], q7[j]
+            ai[j] -= (s0 * v0 + s1 * v1 + s2 * v2 + s3 * v3) + (s4 * v4 + s5 * v5 + s6 * v6 + s7 * v7)
+            bi[j] -= (t0 * v0 + t1 * v1 + t2 * v2 + t3 * v3) + (t4 * v4 + t5 * v5 + t6 * v6 + t7 * v7)
+        i += 2
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _update4(a, p, r0, m, cols):
+    """`_update8` for a panel of four rows."""
+    p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
+    i = r0
+    while i < m:
+        s0, s1, s2, s3 = p0[i], p1[i], p2[i], p3[i]
+        a[i, i] -= s0 * s0 + s1 * s1 + s2 * s2 + s3 * s3
+        lo = i + 1
+        q0, q1, q2, q3 = p0[lo:cols], p1[lo:cols], p2[lo:cols], p3[lo:cols]
+        ai = a[i, lo:cols]
+        if lo == m:
+            for j in range(cols - lo):
+                ai[j] -= s0 * q0[j] + s1 * q1[j] + s2 * q2[j] + s3 * q3[j]
+            break
+        t0, t1, t2, t3 = p0[lo], p1[lo], p2[lo], p3[lo]
+        bi = a[lo, lo:cols]
+        for j in range(cols - lo):
+            v0, v1, v2, v3 = q0[j], q1[j], q2[j], q3[j]
+            ai[j] -= s0 * v0 + s1 * v1 + s2 * v2 + s3 * v3
+            bi[j] -= t0 * v0 + t1 * v1 + t2 * v2 + t3 * v3
+        i += 2
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _update1(a, k, r0, m, cols):
+    """``a[i, j] -= a[k, i] a[k, j]`` for ``r0 <= i < m``, ``i <= j < cols``."""
+    pk = a[k]
+    for i in range(r0, m):
+        s = pk[i]
+        if s != 0.0:
+            ai = a[i, i:cols]
+            q = pk[i:cols]
+            for j in range(cols - i):
+                ai[j] -= s * q[j]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
+               up_ptr, up_pos, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel, upd_off, fac_off, xl, x,
+               energy, want_x, energy_form):
+    """Factorize one cell front by front (post-order), then solve; returns False if a pivot is too small.
+
+    A front of ``ni`` eliminated and ``nb`` boundary unknowns is held as its factor rows ``F``
+    (ni, ni + nb + L), written straight into ``factor``, and its trailing block ``T``
+    (nb, nb + L), computed in place on the stack of its depth parity. Upper triangles only.
+    """
     n_load = fe.shape[1]
     n_fronts = len(n_int)
-    s_upd = np.empty(update_ptr[-1])
-    g_upd = np.empty(boundary_ptr[-1] * n_load)
-    stored = []
+    n = len(diag) - 1
+    # Diagonal of K, the scale of each row's pivot.
+    diag[:] = 0.0
+    for e in range(len(w)):
+        we = w[e]
+        for i in range(8):
+            diag[element_dofs[e, i]] += we * ke[i, i]
+    sp0 = 0
+    sp1 = 0
+    fp = 0
     for f in range(n_fronts):
         ni = n_int[f]
         nb = n_bnd[f]
         m = ni + nb
         cols = m + n_load
-        a = np.zeros((m, cols))
+        wt = nb + n_load
+        # Pop the children (on the other stack); the trailing block goes on top of this front's stack.
+        if child_ptr[f] < child_ptr[f + 1]:
+            first = upd_off[child_ids[child_ptr[f]]]
+            if parity[f] == 0:
+                sp1 = first
+            else:
+                sp0 = first
+        if parity[f] == 0:
+            stk, other, sp = stack0, stack1, sp0
+        else:
+            stk, other, sp = stack1, stack0, sp1
+        fa = factor[fp : fp + ni * cols].reshape((ni, cols))
+        t = stk[sp : sp + nb * wt].reshape((nb, wt))
+        for i in range(ni):
+            fa[i, i:] = 0.0
+        for i in range(nb):
+            t[i, i:] = 0.0
         # Element contributions (leaves): upper triangle only, the matrix is symmetric.
         for e in range(elem_ptr[f], elem_ptr[f + 1]):
             we = w[elem_ids[e]]
@@ -167,78 +340,156 @@ def _solve_one(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem
                 pi = elem_pos[e, i]
                 if pi < 0:
                     continue
+                if pi < ni:
+                    row, off = fa[pi], 0
+                else:
+                    row, off = t[pi - ni], ni
                 for j in range(8):
                     pj = elem_pos[e, j]
                     if pj >= pi:
-                        a[pi, pj] += we * ke[i, j]
+                        row[pj - off] += we * ke[i, j]
                 for load in range(n_load):
-                    a[pi, m + load] += we * fe[i, load]
-        # Extend-add of the children's Schur complements.
+                    row[m - off + load] += we * fe[i, load]
+        # Extend-add of the children's Schur complements; their positions here increase.
         for c_at in range(child_ptr[f], child_ptr[f + 1]):
             c = child_ids[c_at]
             nbc = n_bnd[c]
-            s_off = update_ptr[c]
-            g_off = boundary_ptr[c] * n_load
+            wc = nbc + n_load
+            src = other[upd_off[c] : upd_off[c] + nbc * wc].reshape((nbc, wc))
             pos = up_pos[up_ptr[c] : up_ptr[c + 1]]
             for i in range(nbc):
                 pi = pos[i]
+                if pi < ni:
+                    row, off = fa[pi], 0
+                else:
+                    row, off = t[pi - ni], ni
+                s = src[i]
                 for j in range(i, nbc):
-                    pj = pos[j]
-                    if pi <= pj:
-                        a[pi, pj] += s_upd[s_off + i * nbc + j]
-                    else:
-                        a[pj, pi] += s_upd[s_off + i * nbc + j]
+                    row[pos[j] - off] += s[j]
                 for load in range(n_load):
-                    a[pi, m + load] += g_upd[g_off + i * n_load + load]
-        # Partial right-looking Cholesky of the first ni pivots; the trailing block becomes the
-        # Schur complement and the trailing columns the reduced right-hand side.
-        for k in range(ni):
-            piv = a[k, k]
-            if not piv > 0.0:
-                return False
-            d = np.sqrt(piv)
-            for j in range(k, cols):
-                a[k, j] /= d
-            for i in range(k + 1, m):
-                aki = a[k, i]
-                if aki != 0.0:
-                    for j in range(i, cols):
-                        a[i, j] -= aki * a[k, j]
-        for k in range(ni):
-            for l1 in range(n_load):
-                for l2 in range(n_load):
-                    energy[l1, l2] += a[k, m + l1] * a[k, m + l2]
-        s_off = update_ptr[f]
-        g_off = boundary_ptr[f] * n_load
-        for i in range(nb):
-            for j in range(i, nb):
-                s_upd[s_off + i * nb + j] = a[ni + i, ni + j]
-            for load in range(n_load):
-                g_upd[g_off + i * n_load + load] = a[ni + i, m + load]
-        if want_solution:
-            stored.append(a[:ni].copy())
-    if want_solution:
+                    row[m - off + load] += s[nbc + load]
+        # Partial right-looking Cholesky of the ni pivots, eight at a time: the panel's rows are
+        # factored, then the remaining rows of F and the trailing block T are updated by the panel.
+        fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
+        for k0 in range(0, ni, 8):
+            k1 = min(k0 + 8, ni)
+            for k in range(k0, k1):
+                piv = fa[k, k]
+                if not piv > rtol * diag[fd[k]]:
+                    return False
+                d = np.sqrt(piv)
+                inv = 1.0 / d
+                fa[k, k] = d
+                for j in range(k + 1, cols):
+                    fa[k, j] *= inv
+                _update1(fa, k, k + 1, k1, cols)
+            if k1 == m:
+                break
+            nk = 4 if k1 - k0 <= 4 else 8
+            for kk in range(nk):
+                if k0 + kk < k1:
+                    panel[kk, k1:cols] = fa[k0 + kk, k1:cols]
+                else:
+                    panel[kk, k1:cols] = 0.0
+            if nk == 8:
+                _update8(fa, panel, k1, ni, cols)
+                _update8(t, panel[:, ni:], 0, nb, wt)
+            else:
+                _update4(fa, panel, k1, ni, cols)
+                _update4(t, panel[:, ni:], 0, nb, wt)
+        if not energy_form:
+            for k in range(ni):
+                for l1 in range(n_load):
+                    for l2 in range(n_load):
+                        energy[l1, l2] += fa[k, m + l1] * fa[k, m + l2]
+        upd_off[f] = sp
+        if parity[f] == 0:
+            sp0 = sp + nb * wt
+        else:
+            sp1 = sp + nb * wt
+        fac_off[f] = fp
+        if want_x:
+            fp += ni * cols
+    if want_x:
+        # Back substitution, fronts in reverse order, on a contiguous copy of the front's unknowns;
+        # x[n] is the zero slot of prescribed unknowns.
+        x[n, :] = 0.0
         for f in range(n_fronts - 1, -1, -1):
             ni = n_int[f]
             m = ni + n_bnd[f]
-            r = stored[f]
+            cols = m + n_load
             fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
-            for k in range(ni - 1, -1, -1):
+            fa = factor[fac_off[f] : fac_off[f] + ni * cols].reshape((ni, cols))
+            for load in range(n_load):
+                xs = xl[load]
+                for j in range(ni, m):
+                    xs[j] = x[fd[j], load]
+                for k in range(ni - 1, -1, -1):
+                    r = fa[k, k + 1 : m]
+                    xr = xs[k + 1 : m]
+                    v = 0.0
+                    for j in range(m - k - 1):
+                        v += r[j] * xr[j]
+                    xs[k] = (fa[k, m + load] - v) / fa[k, k]
+                for k in range(ni):
+                    x[fd[k], load] = xs[k]
+    if energy_form:
+        # Minimum energy sum_e w_e (u0 - x_e)^T ke (u0 - x_e): non-negative terms, no cancellation.
+        # With ke = W W^T (W = ``modes``, its eigenvectors of non-zero eigenvalue scaled by their
+        # square roots), an element's energy is |W^T u_e|^2: the rigid part of u_e (the null space
+        # of ke) drops out exactly instead of leaving the round-off of ke times a large
+        # displacement, e.g. of a nearly rigid solid layer sliding and turning on a soft one.
+        # Displacements are taken relative to the element's first node (ke annihilates translations).
+        n_modes = modes.shape[1]
+        u = np.empty((8, n_load))
+        z = np.empty((n_modes, n_load))
+        for e in range(len(w)):
+            g0 = element_dofs[e, 0]
+            g1 = element_dofs[e, 1]
+            for i in range(8):
+                g = element_dofs[e, i]
+                ref = g0 if i % 2 == 0 else g1
                 for load in range(n_load):
-                    v = r[k, m + load]
-                    for j in range(k + 1, m):
-                        v -= r[k, j] * x[fd[j], load]
-                    x[fd[k], load] = v / r[k, k]
+                    u[i, load] = (u0[i, load] - u0[i % 2, load]) - (x[g, load] - x[ref, load])
+            for r in range(n_modes):
+                for load in range(n_load):
+                    acc = 0.0
+                    for i in range(8):
+                        acc += modes[i, r] * u[i, load]
+                    z[r, load] = acc
+            we = w[e]
+            for l1 in range(n_load):
+                for l2 in range(n_load):
+                    acc = 0.0
+                    for r in range(n_modes):
+                        acc += z[r, l1] * z[r, l2]
+                    energy[l1, l2] += we * acc
     return True
 
 
 @numba.njit(parallel=True, cache=True)
-def _solve_batch(w, ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids, up_ptr,
-                 up_pos, update_ptr, boundary_ptr, energy, x, want_solution):
-    failed = np.zeros(len(w), dtype=np.bool_)
-    for s in numba.prange(len(w)):
-        xs = x[s] if want_solution else np.empty((0, fe.shape[1]))
-        ok = _solve_one(w[s], ke, fe, n_int, n_bnd, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-                        up_ptr, up_pos, update_ptr, boundary_ptr, energy[s], xs, want_solution)
-        failed[s] = not ok
+def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
+                 up_ptr, up_pos, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form, n_threads):
+    n_cells = len(w)
+    n_load = fe.shape[1]
+    failed = np.zeros(n_cells, dtype=np.bool_)
+    want_x = want_solution or energy_form
+    for thread in numba.prange(n_threads):
+        # One workspace per thread, reused for its cells.
+        diag = np.empty(n + 1)
+        stack0 = np.zeros(sizes[0])
+        stack1 = np.zeros(sizes[1])
+        factor = np.zeros(sizes[2])
+        panel = np.zeros((8, sizes[3]))
+        upd_off = np.zeros(len(n_int), dtype=np.int64)
+        fac_off = np.zeros(len(n_int), dtype=np.int64)
+        xl = np.zeros((n_load, sizes[3]))
+        xs = np.zeros((n + 1 if want_x else 0, n_load))
+        for s in range(thread, n_cells, n_threads):
+            ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
+                            child_ptr, child_ids, up_ptr, up_pos, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel,
+                            upd_off, fac_off, xl, xs, energy[s], want_x, energy_form)
+            failed[s] = not ok
+            if ok and want_solution:
+                x[s] = xs
     return failed
