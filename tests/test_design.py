@@ -240,3 +240,30 @@ def test_cli_export_of_a_saved_design(small_design, tmp_path):
     assert r.returncode == 2 and "deformed" in r.stderr + r.stdout
     r = run_cli("export", str(tmp_path / "nowhere"), str(tmp_path / "s.png"))
     assert r.returncode == 2 and "not a saved design" in r.stderr + r.stdout
+
+
+@pytest.mark.slow
+def test_refinement_is_recorded_and_never_worse(small_design, tmp_path):
+    """The default design refines at full scale: its history starts at the pipeline's structure, every kept step is
+    better, the result is the last kept, and report.json round-trips it."""
+    history = small_design.refinement
+    assert history is not None and history[0]["iteration"] == 0
+    kept = [h["rrmse_full"] for h in history]
+    assert all(b <= a for a, b in zip(kept, kept[1:]))
+    assert small_design.rrmse_full == pytest.approx(kept[-1])
+    assert kept[-1] <= history[0]["unrefined"]
+    assert "refinement" in small_design.timings
+    small_design.save(tmp_path / "d")
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["refinement"] == json.loads(json.dumps(history))
+    assert Design.load(tmp_path / "d").refinement == report["refinement"]
+
+
+@pytest.mark.slow
+def test_no_refine_gives_the_unrefined_pipeline_and_same_seed_same_design(small_design):
+    plain = design(small_arch(), k=3, seed=0, progress=False, generator=None, refine=False)
+    assert plain.refinement is None and "refinement" not in plain.timings and "refinement" not in plain.report()
+    assert plain.rrmse_full == pytest.approx(small_design.refinement[0]["unrefined"], rel=1e-9)
+    again = design(small_arch(), k=3, seed=0, progress=False, generator=None)
+    np.testing.assert_array_equal(again.structure, small_design.structure)
+    assert again.rrmse_full == small_design.rrmse_full

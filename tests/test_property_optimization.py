@@ -244,7 +244,7 @@ def test_bridge_reaches_issue_target_with_default_settings():
         pytest.skip("default database not available")
     problem = bridge()
     settings = macro_settings(problem)
-    assert settings["start"] == "multi" and macro_settings(smiley()) == {}
+    assert settings["start"] == "multi" and macro_settings(smiley())["start"] == "multi"
     result = optimize_properties(problem)
     assert result.rrmse <= 0.01
     assert result.feasible_fraction >= 0.99
@@ -338,8 +338,10 @@ def test_settings_come_from_the_problem_unless_given():
     tiny = tiny_problem()
     assert resolve_settings(bridge()) == {"start": "multi", "pilot_iterations": 1000, "restart_every": 300,
                                           "max_iterations": 5000}
-    assert resolve_settings(smiley()) == {"start": "median", "max_iterations": 500, "restart_every": 100,
-                                          "pilot_iterations": 100}
+    assert resolve_settings(smiley()) == {"start": "multi", "max_iterations": 1500, "restart_every": 100,
+                                          "pilot_iterations": 300}
+    assert resolve_settings(graded(), family=paper_gradation()) == {"start": "median", "max_iterations": 500,
+                                                                    "restart_every": 100, "pilot_iterations": 100}
     assert resolve_settings(bridge(), family=paper_gradation())["start"] == "median"
     mixed = resolve_settings(bridge(), max_iterations=2000, restart_every=None, start=None)
     assert mixed == {**macro_settings(bridge()), "max_iterations": 2000, "restart_every": None}

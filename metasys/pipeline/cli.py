@@ -23,15 +23,25 @@ def design(
     generator: bool = typer.Option(True, "--generator/--no-generator",
                                    help="Generate cells with the shipped diffusion prior for targets the database "
                                         "does not cover; they compete with database cells by error."),
+    refine: bool = typer.Option(True, "--refine/--no-refine",
+                                help="Refine the design at full scale: cell swaps ranked by the adjoint of the full-scale "
+                                     "RRMSE, each checked by a full-scale solve and kept only if better."),
+    refine_budget: float | None = typer.Option(None, "--refine-budget", help="Seconds of refinement (default: 30 on grids "
+                                               "of at most 400 cells, else 240).", show_default=False),
     thickness: float = typer.Option(0.1, "--thickness", help="STL extrusion thickness in macro units (cell side 1)."),
     no_exports: bool = typer.Option(False, "--no-exports", help="Write only structure.npy, report.json and the plots."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ):
     """Design a metamaterial structure for PROBLEM, verify it at full scale and export it."""
     from ..database import Database
+    from ..errors import InvalidValueError
     from ..macro.plots import plot_deformed, plot_property_maps
+    from .plots import deformation_scale, plot_refinement, plot_target_profiles
     from .run import _check_problem
     from .run import design as run
+
+    if refine_budget is not None and not refine_budget >= 0:
+        raise InvalidValueError(f"--refine-budget: expected seconds >= 0, got {refine_budget!r}")
 
     spec = _check_problem(problem if problem in ("bridge", "smiley", "graded") else Path(problem))
     out = Path(out) if out is not None else Path(f"design-{spec.name}")
@@ -42,15 +52,21 @@ def design(
 
         latent = LatentModel.load(model, database=database)
     console.print(f"[bold]metasys design[/] {spec.name}: {spec.width} x {spec.height} cells -> {out}")
-    result = run(spec, database, latent, seed=seed, k=k, generator="auto" if generator else None, progress=not quiet,
-                 log=None if quiet else console.print)
+    result = run(spec, database, latent, seed=seed, k=k, generator="auto" if generator else None, refine=refine,
+                 refine_budget=refine_budget, progress=not quiet, log=None if quiet else console.print)
     result.save(out)
     plot_property_maps(result.properties, out / "properties.png", title=f"{spec.name}: optimized properties")
-    plot_deformed(result.full_displacement, spec, out / "full_scale_deformed.png",
-                  title=f"{spec.name}: full-scale nodes vs target")
-    written = ["structure.npy", "report.json", "problem.json", "design.npz", "properties.png", "full_scale_deformed.png"]
+    scale = deformation_scale(result.full_displacement, spec)
+    plot_deformed(result.full_displacement, spec, out / "full_scale_deformed.png", scale=scale,
+                  title=f"{spec.name}: full-scale nodes vs target (displacements x{scale:g})")
+    plot_target_profiles(spec, out / "target_profiles.png", full=result.full_displacement, macro=result.macro_displacement)
+    written = ["structure.npy", "report.json", "problem.json", "design.npz", "properties.png", "full_scale_deformed.png",
+               "target_profiles.png"]
+    if result.refinement is not None:
+        plot_refinement(result.refinement, out / "refinement.png", title=f"{spec.name}: full-scale refinement")
+        written.append("refinement.png")
     if not no_exports:
-        result.export(out / "structure_deformed.png", deformed=True)
+        result.export(out / "structure_deformed.png", deformed=True, scale=scale)
         written.append("structure_deformed.png")
         for name in EXPORTS:
             options = {"thickness": thickness} if name.endswith(".stl") else {}
@@ -63,7 +79,8 @@ def export(
     design_dir: Path = typer.Argument(..., help="A folder written by 'metasys design' (or Design.save)."),
     path: Path = typer.Argument(..., help="Output file: .npy, .png, .svg, .vtu or .stl."),
     deformed: bool = typer.Option(False, "--deformed", help=".png: overlay the full-scale deformed shape on the target."),
-    scale: float = typer.Option(1.0, "--scale", help="--deformed: displacement magnification."),
+    scale: float | None = typer.Option(None, "--scale", help="--deformed: displacement magnification (default: the largest "
+                                       "displacement drawn at 15% of the grid's smaller side).", show_default=False),
     thickness: float = typer.Option(0.1, "--thickness", help=".stl: extrusion thickness in macro units (cell side 1)."),
     missing: str = typer.Option("nan", "--missing", help=".vtu: pixels without a full-scale displacement: nan, drop or error."),
 ):
@@ -74,7 +91,9 @@ def export(
     suffix = path.suffix.lower()
     options = {"deformed": True} if deformed else {}    # export_structure rejects it for formats other than .png
     if suffix == ".png":
-        options["scale"] = scale
+        from .plots import deformation_scale
+
+        options["scale"] = deformation_scale(result.full_displacement, result.problem) if scale is None else scale
     elif suffix == ".stl":
         options["thickness"] = thickness
     elif suffix == ".vtu":
@@ -88,6 +107,11 @@ def _summary(result, out: Path, written: list[str]) -> None:
     table.add_column(justify="left")
     table.add_column(justify="right")
     table.add_row("RRMSE full scale", f"{r['rrmse_full']:.4f}")
+    if "refinement" in r:
+        history = r["refinement"]
+        table.add_row("RRMSE full scale before refinement", f"{history[0]['rrmse_full']:.4f}")
+        table.add_row("refinement swaps kept / full-scale solves",
+                      f"{sum(h['swaps'] for h in history if h['accepted'])} / {len(history) - 1}")
     table.add_row("RRMSE macro", f"{r['rrmse_macro']:.4f}")
     table.add_row("solid components", str(r["n_components"]))
     table.add_row("neighbour pairs with theta_G = 0", f"{r['theta_G_zero_fraction']:.1%}")

@@ -59,6 +59,10 @@ class Design:
     starts : list of dict or None
         Database mode with a multi-start macro stage: for each start, ``rrmse_macro``, ``rrmse_full``
         (None when not verified), ``generator`` (whether generated cells were offered) and ``chosen``.
+    refinement : list of dict or None
+        History of the full-scale refinement (`metasys.pipeline.refine.Refinement.history`): one entry per
+        full-scale solve with ``rrmse_full``, ``tried``, ``swaps``, ``accepted``, ``estimate``, ``n_components``
+        and ``time_s``; None when it did not run.
     fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
         Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
     """
@@ -82,6 +86,7 @@ class Design:
     mode: str = "database"
     families: list | None = None
     starts: list | None = None
+    refinement: list | None = None
     fine_displacement: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -109,6 +114,7 @@ class Design:
             "seed": int(self.seed), "versions": self.versions,
             **({"families": self.families} if self.families is not None else {}),
             **({"starts": self.starts} if self.starts is not None else {}),
+            **({"refinement": self.refinement} if self.refinement is not None else {}),
         }
 
     def save(self, directory) -> Path:
@@ -148,7 +154,8 @@ class Design:
                    rrmse_full=report["rrmse_full"], compatibility=report["compatibility"],
                    uncovered=report["uncovered_elements"], timings=report["timings"], seed=report["seed"],
                    versions=report["versions"], mode=report["mode"], families=report.get("families"),
-                   starts=report.get("starts"), fine_displacement=arrays.pop("fine_displacement", None),
+                   starts=report.get("starts"), refinement=report.get("refinement"),
+                   fine_displacement=arrays.pop("fine_displacement", None),
                    **arrays)
 
     def export(self, path, **options) -> Path:

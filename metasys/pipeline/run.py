@@ -30,8 +30,11 @@ from ..macro.problems import Problem
 from .result import Design, versions
 
 STAGES = ("macro", "candidates", "assembly", "full_scale")
+"""Stages timed in ``Design.timings`` (with ``refinement`` when it runs, and ``total``)."""
 VERIFIED_STARTS = 3
-"""Macro optima of a multi-start that are assembled and checked at full scale (database mode)."""
+"""Macro optima of a multi-start that are assembled and checked at full scale (database mode, grids of at most
+`metasys.macro.optimization.SMALL_GRID` elements; larger grids verify the best macro optimum only: a full-scale
+solve there costs minutes, better spent on the refinement)."""
 SMALL_GRID_K = 40
 """Candidates per element on small grids (see `candidates_per_element`)."""
 DEFAULT_K = 10
@@ -77,7 +80,8 @@ def _check_problem(problem) -> Problem:
 
 def design(problem, database=None, model=None, family=None, *, seed: int = 0, k: int | None = None, generator="auto",
            macro_options: dict | None = None, mrf_options: dict | None = None, candidate_options: dict | None = None,
-           full_scale: bool = True, progress: bool = True, log=None) -> Design:
+           full_scale: bool = True, refine: bool = True, refine_budget: float | None = None,
+           refine_options: dict | None = None, progress: bool = True, log=None) -> Design:
     """Design a multiscale metamaterial structure for ``problem`` and verify it at full scale.
 
     Parameters
@@ -114,6 +118,14 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         MRF ``max_iter=5000, rel_gap=1e-3``).
     full_scale : bool
         Run the full-scale verification (True).
+    refine : bool
+        Refine the kept design at full scale (`metasys.pipeline.refine.refine`: cell swaps ranked by the
+        adjoint of the full-scale RRMSE, each move checked by a full-scale solve and kept only if better).
+        Needs ``full_scale``.
+    refine_budget : float, optional
+        Seconds of refinement (default `refinement_budget` of the problem).
+    refine_options : dict, optional
+        Extra keyword arguments of `metasys.pipeline.refine.refine`.
     progress : bool
         Progress display per stage.
     log : callable, optional
@@ -189,9 +201,13 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                           "chosen": False})
             score = trial["rrmse_full"] if full_scale else float(macro.rrmse)
             if result is None or score < result["score"]:
-                result, best = {**trial, "score": score}, n
+                result, best = {**trial, "score": score, "family": fam}, n
         tried[best]["chosen"] = True
         say(f"kept family {best + 1}: full-scale rrmse {result['rrmse_full']:.4f}")
+    history = None
+    if refine and full_scale:
+        context = dict(database=database, model=model, k=k, seed=seed, candidate_options=candidate_options, run=run)
+        result, history = _refine(result, problem, context, refine_budget, refine_options)
     timings["total"] = time.perf_counter() - t_all
     if not full_scale:
         timings.pop("full_scale")
@@ -205,7 +221,126 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   full_displacement=result["full_u"], rrmse_macro=float(macro.rrmse), rrmse_full=result["rrmse_full"],
                   compatibility=result["compatibility"], uncovered=uncovered, timings=timings, seed=int(seed),
                   versions=versions(), mode="database" if family is None else "family", families=tried,
-                  starts=starts, fine_displacement=result["fine_u"])
+                  starts=starts, refinement=history, fine_displacement=result["fine_u"])
+
+
+SPACE_MAPPING_ROUNDS = 2
+"""Output space mapping rounds at most (each: a macro re-optimization, candidates, MRF and a full-scale solve)."""
+SPACE_MAPPING_EVALUATIONS = 300
+"""Macro evaluations of a space-mapping round (warm-started from the current optimum)."""
+
+
+def refinement_budget(problem: Problem) -> float:
+    """Default seconds of full-scale refinement: 30 s on grids of at most `SMALL_GRID` elements, else 240 s."""
+    from ..macro.optimization import SMALL_GRID
+
+    return 30.0 if problem.width * problem.height <= SMALL_GRID else 240.0
+
+
+def _refine(result, problem, context, budget, options):
+    """The full-scale refinement of a verified result: (result with the refined design, history).
+
+    1. **Output space mapping** (`_space_mapping`): the macro stage is re-targeted by the discrepancy between the
+       full-scale and the macro displacements of the current design, re-optimized from its optimum, and the new
+       properties go through candidates, assembly and the full-scale check; kept while the full scale improves.
+    2. **Cell swaps** (`metasys.pipeline.refine.refine`) for the rest of the budget.
+    """
+    from ..mrf import assemble
+    from .refine import refine
+
+    run = context["run"]
+    timings, say, progress = run["timings"], run["say"], run["progress"]
+    t = time.perf_counter()
+    budget = refinement_budget(problem) if budget is None else float(budget)
+    options = dict(options or {})
+    rounds = options.pop("space_mapping_rounds", SPACE_MAPPING_ROUNDS)
+    unrefined = result["rrmse_full"]
+    result, mapped = _space_mapping(result, problem, context, rounds, t + budget)
+    cands = result["candidates"]
+    out = refine(problem, cands.cells, cands.properties, result["labels"], result["pairwise"], result["edges"],
+                 material=context["database"].material, initial=result.get("fs"),
+                 budget=max(0.0, budget - (time.perf_counter() - t)), progress=progress, say=say, **options)
+    assembly = assemble(cands, out.labels)
+    compat = {**result["compatibility"], "theta_G_zero_fraction": float(assembly.theta_G_zero_fraction),
+              "theta_G_mean": float(assembly.theta_G_mean), "theta_M_mean": float(assembly.theta_M_mean),
+              "n_components": int(assembly.n_components)}
+    timings["refinement"] = time.perf_counter() - t
+    connected = out.history[0]
+    if connected["rrmse_full"] != result["rrmse_full"]:  # `connect` changed the structure to make it one part
+        mapped = mapped + [{**connected, "iteration": len(mapped), "stage": "connect", "tried": connected["rrmse_full"],
+                            "accepted": True}]
+    history = mapped + [{**h, "iteration": h["iteration"] + len(mapped) - 1, "stage": "swap"} for h in out.history[1:]]
+    history[0]["unrefined"] = unrefined
+    say(f"refinement: full-scale rrmse {unrefined:.4f} -> {out.rrmse_full:.4f} ({len(mapped) - 1} space-mapping rounds, "
+        f"{out.swaps_accepted} swaps kept, {len(history) - 1} full-scale solves, {timings['refinement']:.1f} s)")
+    refined = {**result, "labels": out.labels, "structure": out.structure, "compatibility": compat, "fs": out.full_scale,
+               "full_u": out.full_scale.macro_displacement, "fine_u": out.full_scale.displacement, "rrmse_full": out.rrmse_full}
+    return refined, history
+
+
+def _space_mapping(result, problem, context, rounds, deadline):
+    """Output space mapping rounds on a verified result: (best result, history entries).
+
+    The full-scale response F of the design made for macro targets t is modelled as the macro response M plus the
+    discrepancy d = F - M seen at the current design, so the macro stage is given the targets ``u_t - d`` (from
+    its current optimum) and the design is remade from the new properties (candidates, MRF, full-scale check). A
+    round is kept when the full-scale RRMSE falls; the first that does not ends the stage.
+    """
+    from dataclasses import replace
+
+    from ..macro.optimization import rrmse
+
+    run, database = context["run"], context["database"]
+    say, timings = run["say"], run["timings"]
+    t0 = time.perf_counter()
+    history = [{"iteration": 0, "stage": "start", "rrmse_full": result["rrmse_full"], "tried": result["rrmse_full"],
+                "swaps": 0, "accepted": True, "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]),
+                "time_s": 0.0}]
+    best = result
+    for r in range(1, rounds + 1):
+        if time.perf_counter() > deadline:
+            break
+        macro, family = best["macro"], best.get("family")
+        dofs = problem.target_dofs
+        discrepancy = np.asarray(best["full_u"]).ravel()[dofs] - np.asarray(macro.displacement).ravel()[dofs]
+        mapped = replace(problem, target_values=problem.target_values - discrepancy)
+        t = time.perf_counter()
+        options = {"start": macro.variables if family is not None else macro.properties,
+                   "max_iterations": SPACE_MAPPING_EVALUATIONS, "restart_every": 100}
+        new = _optimize(mapped, database if family is None else None, None if family is None else family.properties,
+                        options, False, "space mapping")
+        # the macro optimum's own figure is measured against the real targets
+        new = replace(new, rrmse=rrmse(new.displacement, problem), problem=problem.name)
+        timings["macro"] += time.perf_counter() - t
+        cands = _remake_candidates(new, family, context)
+        trial = _assemble_and_verify(new, cands, **run)
+        accepted = trial["rrmse_full"] < best["rrmse_full"]
+        history.append({"iteration": r, "stage": "space mapping", "tried": trial["rrmse_full"], "swaps": 0,
+                        "accepted": bool(accepted), "estimate": 0.0,
+                        "n_components": int(trial["compatibility"]["n_components"]),
+                        "rrmse_full": trial["rrmse_full"] if accepted else best["rrmse_full"],
+                        "time_s": round(time.perf_counter() - t0, 3)})
+        say(f"space mapping {r}: macro rrmse {new.rrmse:.4f} against the real targets, full scale {trial['rrmse_full']:.4f}"
+            f" ({'kept' if accepted else 'not better'})")
+        if not accepted:
+            break
+        best = {**trial, "family": family}
+    return best, history
+
+
+def _remake_candidates(macro, family, context):
+    """Candidates for new macro properties: database mode as in the first pass (no generator), or the family's."""
+    from ..selection.candidates import diverse_candidates
+    from ..selection.families import family_candidates
+
+    t = time.perf_counter()
+    if family is None:
+        cands = diverse_candidates(macro.properties, k=context["k"], database=context["database"], model=context["model"],
+                                   seed=context["seed"], **(context["candidate_options"] or {}))
+    else:
+        cands = family_candidates([family], macro.properties, model=context["model"])
+    context["run"]["timings"]["candidates"] += time.perf_counter() - t
+    return cands
 
 
 def _auto_generator(progress: bool, material):
@@ -224,7 +359,7 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
     give at full scale (bridge: macro 0.0017 / 0.0076 / 0.011 gave full scale 0.125 / 0.028 / 0.32). The
     generator is then called for the kept optimum only, and its design is kept if it is better at full scale.
     """
-    from ..macro.optimization import candidate_starts, macro_settings
+    from ..macro.optimization import SMALL_GRID, candidate_starts, macro_settings
     from ..selection.candidates import diverse_candidates
 
     timings, say, progress = run["timings"], run["say"], run["progress"]
@@ -257,7 +392,8 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
     starts = [{"rrmse_macro": float(m.rrmse), "rrmse_full": None, "generator": False, "chosen": False}
               for m in macros]
     result, best = None, None
-    for i in np.argsort([m.rrmse for m in macros], kind="stable")[:VERIFIED_STARTS]:
+    verified = VERIFIED_STARTS if problem.width * problem.height <= SMALL_GRID else 1
+    for i in np.argsort([m.rrmse for m in macros], kind="stable")[:verified]:
         trial = _assemble_and_verify(macros[i], candidates(macros[i], None), **run)
         starts[i]["rrmse_full"] = trial["rrmse_full"]
         score = trial["rrmse_full"] if run["full_scale"] else float(macros[i].rrmse)
@@ -313,20 +449,22 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
               "mrf_energy": float(mrf.energy), "mrf_lower_bound": float(mrf.lower_bound), "mrf_iterations": int(mrf.iterations)}
     say(f"assembly: {compat['theta_G_zero_fraction']:.1%} of neighbour pairs with theta_G = 0, {compat['n_components']} "
         f"solid component(s), MRF gap {(mrf.energy - mrf.lower_bound) / max(abs(mrf.energy), 1e-12):.1e} ({elapsed:.1f} s)")
-    full_u, fine_u, rrmse_full = np.full_like(macro.displacement, np.nan), None, float("nan")
+    full_u, fine_u, rrmse_full, fs = np.full_like(macro.displacement, np.nan), None, float("nan"), None
     if full_scale and verified is not None and np.array_equal(verified["structure"], assembly.structure):
-        full_u, fine_u, rrmse_full = verified["full_u"], verified["fine_u"], verified["rrmse_full"]
+        full_u, fine_u, rrmse_full, fs = verified["full_u"], verified["fine_u"], verified["rrmse_full"], verified["fs"]
         say(f"full scale: same structure as before, rrmse {rrmse_full:.4f}")
     elif full_scale:
         t = time.perf_counter()
-        fs = solve_full_scale(assembly.structure, problem.conditions, material=database.material, progress=progress)
+        fs = solve_full_scale(assembly.structure, problem.conditions, material=database.material, progress=progress,
+                              keep_solver=True)
         full_u, fine_u = fs.macro_displacement, fs.displacement
         rrmse_full = float(rrmse(full_u, problem))
         elapsed = time.perf_counter() - t
         timings["full_scale"] += elapsed
         say(f"full scale: rrmse {rrmse_full:.4f} ({elapsed:.1f} s)")
     return {"macro": macro, "candidates": cands, "labels": labels, "structure": assembly.structure,
-            "compatibility": compat, "full_u": full_u, "fine_u": fine_u, "rrmse_full": rrmse_full}
+            "compatibility": compat, "full_u": full_u, "fine_u": fine_u, "rrmse_full": rrmse_full, "fs": fs,
+            "edges": edges, "pairwise": pairwise}
 
 
 __all__ = ["Design", "design", "candidates_per_element", "STAGES"]
