@@ -59,7 +59,9 @@ def design(
     scale = deformation_scale(result.full_displacement, spec)
     plot_deformed(result.full_displacement, spec, out / "full_scale_deformed.png", scale=scale,
                   title=f"{spec.name}: full-scale nodes vs target (displacements x{scale:g})")
-    plot_target_profiles(spec, out / "target_profiles.png", full=result.full_displacement, macro=result.macro_displacement)
+    mapped = any(h.get("stage") == "space mapping" and h["accepted"] for h in result.refinement or [])
+    plot_target_profiles(spec, out / "target_profiles.png", full=result.full_displacement, macro=result.macro_displacement,
+                         macro_label="macro model (re-targeted by space mapping)" if mapped else "macro model")
     written = ["structure.npy", "report.json", "problem.json", "design.npz", "properties.png", "full_scale_deformed.png",
                "target_profiles.png"]
     if result.refinement is not None:

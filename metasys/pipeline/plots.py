@@ -54,7 +54,7 @@ def target_sets(problem) -> list[tuple[str, np.ndarray]]:
     return groups
 
 
-def plot_target_profiles(problem, path, *, full=None, macro=None, title: str = "") -> None:
+def plot_target_profiles(problem, path, *, full=None, macro=None, macro_label: str = "macro model", title: str = "") -> None:
     """Target and achieved displacements along each target node set, one panel per set.
 
     Parameters
@@ -62,6 +62,8 @@ def plot_target_profiles(problem, path, *, full=None, macro=None, title: str = "
     problem : Problem
     full, macro : array (H + 1, W + 1, 2), optional
         Full-scale and macro-model displacements at the macro nodes.
+    macro_label : str
+        Legend of the macro curve.
     """
     plt = pyplot()
     groups = target_sets(problem)
@@ -72,7 +74,7 @@ def plot_target_profiles(problem, path, *, full=None, macro=None, title: str = "
         varying = 0 if np.ptp(nodes[members, 0]) >= np.ptp(nodes[members, 1]) else 1
         s = nodes[members, varying] if len(members) > 1 else np.arange(len(members))
         ax.plot(s, problem.target_values[members], "o-", color="tab:red", ms=3, lw=1.2, label="target")
-        for name, u, style in (("full scale", full, "s-"), ("macro model", macro, "--")):
+        for name, u, style in (("full scale", full, "s-"), (macro_label, macro, "--")):
             if u is None:
                 continue
             values = np.asarray(u, dtype=float)[nodes[members, 1], nodes[members, 0], comp]

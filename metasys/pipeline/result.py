@@ -42,7 +42,10 @@ class Design:
     full_displacement : array (H + 1, W + 1, 2)
         Full-scale displacements at the macro nodes (nearest solid fine node).
     rrmse_macro, rrmse_full : float
-        ``||u[gamma] - u_t|| / ||u_t||`` of the macro model and of the full-scale structure.
+        ``||u[gamma] - u_t|| / ||u_t||`` of the macro stage's optimum and of the full-scale structure. After
+        space-mapping rounds of the refinement, ``properties`` and ``macro_displacement`` are those of the
+        re-targeted macro optimum (targets shifted by the full-scale/macro discrepancy), ``rrmse_macro`` stays the
+        macro stage's.
     compatibility : dict
         ``theta_G_zero_fraction``, ``theta_G_mean``, ``theta_M_mean``, ``n_components`` (solid
         components of the structure), MRF ``energy``/``lower_bound``/``iterations``.

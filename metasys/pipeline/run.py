@@ -1,21 +1,26 @@
-"""End-to-end multiscale design: problem -> macro properties -> candidates -> MRF assembly -> full-scale check.
+"""End-to-end multiscale design: problem -> macro properties -> candidates -> MRF assembly -> full-scale check ->
+full-scale refinement.
 
-`design` chains the stages of the VAE paper's Sec. 5.1 on plain data:
+`design` chains the stages of the VAE paper's Sec. 5.1 on plain data and closes the loop through the full-scale
+model:
 
-1. **macro**: `metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every
-   macro element (full database, or a family's gradation for graded problems). Small grids run
-   from five starts; the three best macro optima go through stages 2-4 and the best at full scale
+1. **macro**: `metasys.optimize_properties` finds the stiffness (C11, C12, C22, C33) of every macro element
+   (full database, or a family's gradation for graded problems), from five starts; on small grids the three
+   best macro optima go through stages 2-4 and the best at full scale is kept;
+2. **candidates**: `metasys.diverse_candidates` picks ``k`` diverse database cells per element (k-means in the
+   latent space). In family mode (graded problems) the families found on the gradation
+   (`metasys.find_families`) are designed one by one: the macro stage runs along the family's own property curve
+   and its members (and decoded in-between cells) are the candidates; the family with the best full-scale result
    is kept;
-2. **candidates**: `metasys.diverse_candidates` picks ``k`` diverse database cells per element
-   (k-means in the latent space). In family mode (graded problems) the families found on the
-   gradation (`metasys.find_families`) are designed one by one: the macro stage runs along the
-   family's own property curve and its members (and decoded in-between cells) are the candidates;
-   the family with the best full-scale result is kept;
-3. **assembly**: the MRF of Eq. 16-17 over the candidate sets, solved by dual decomposition
-   (`metasys.solve_mrf`), gives one cell per element; `metasys.mrf.assemble` builds the
-   full pixel structure;
-4. **verification**: the structure is solved at full scale (`metasys.fem.solve_full_scale`)
-   and the RRMSE of its macro-node displacements against the target is the design's result.
+3. **assembly**: the MRF of Eq. 16-17 over the candidate sets, solved by dual decomposition (`metasys.solve_mrf`),
+   gives one cell per element; cells holding loose solid parts are swapped for candidates that join them
+   (`metasys.pipeline.refine.connect`), so the structure is one solid part; `metasys.mrf.assemble` builds it;
+4. **verification**: the structure is solved at full scale (`metasys.fem.solve_full_scale`) and the RRMSE of its
+   macro-node displacements against the target is the design's result;
+5. **refinement** (`refine=True`): output space mapping rounds (the macro stage re-targeted by the full-scale /
+   macro discrepancy and stages 2-4 redone, kept while the full scale improves), then adjoint-ranked cell swaps
+   (`metasys.pipeline.refine.refine`) for the rest of the time budget. Every step is checked at full scale and kept
+   only if better, so the result is never worse than stage 4's.
 """
 
 from __future__ import annotations
@@ -218,7 +223,8 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     return Design(problem=problem, properties=macro.properties, candidate_indices=np.asarray(cands.indices),
                   labels=labels, cells=np.asarray(cands.cells)[chosen], cell_properties=np.asarray(cands.properties)[chosen],
                   structure=result["structure"], macro_displacement=macro.displacement,
-                  full_displacement=result["full_u"], rrmse_macro=float(macro.rrmse), rrmse_full=result["rrmse_full"],
+                  full_displacement=result["full_u"], rrmse_macro=float(result.get("rrmse_macro", macro.rrmse)),
+                  rrmse_full=result["rrmse_full"],
                   compatibility=result["compatibility"], uncovered=uncovered, timings=timings, seed=int(seed),
                   versions=versions(), mode="database" if family is None else "family", families=tried,
                   starts=starts, refinement=history, fine_displacement=result["fine_u"])
@@ -254,7 +260,7 @@ def _refine(result, problem, context, budget, options):
     budget = refinement_budget(problem) if budget is None else float(budget)
     options = dict(options or {})
     rounds = options.pop("space_mapping_rounds", SPACE_MAPPING_ROUNDS)
-    unrefined = result["rrmse_full"]
+    unrefined, rrmse_macro = result["rrmse_full"], float(result["macro"].rrmse)
     result, mapped = _space_mapping(result, problem, context, rounds, t + budget)
     cands = result["candidates"]
     out = refine(problem, cands.cells, cands.properties, result["labels"], result["pairwise"], result["edges"],
@@ -273,7 +279,9 @@ def _refine(result, problem, context, budget, options):
     history[0]["unrefined"] = unrefined
     say(f"refinement: full-scale rrmse {unrefined:.4f} -> {out.rrmse_full:.4f} ({len(mapped) - 1} space-mapping rounds, "
         f"{out.swaps_accepted} swaps kept, {len(history) - 1} full-scale solves, {timings['refinement']:.1f} s)")
-    refined = {**result, "labels": out.labels, "structure": out.structure, "compatibility": compat, "fs": out.full_scale,
+    # after space mapping the macro optimum is that of the re-targeted problem; the macro stage's figure stays
+    refined = {**result, "rrmse_macro": rrmse_macro, "labels": out.labels, "structure": out.structure,
+               "compatibility": compat, "fs": out.full_scale,
                "full_u": out.full_scale.macro_displacement, "fine_u": out.full_scale.displacement, "rrmse_full": out.rrmse_full}
     return refined, history
 
@@ -436,12 +444,17 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     from ..fem.full_scale import solve_full_scale
     from ..macro.optimization import rrmse
     from ..mrf import assemble, mrf_from_candidates, solve_mrf
+    from .refine import connect
 
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
     mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
     labels = np.asarray(mrf.labels).reshape(problem.height, problem.width)
     assembly = assemble(cands, labels)
+    if assembly.n_components > 1:
+        # loose solid parts carry no load: swap the cells that hold them for candidates that join them or remove them
+        labels, _, _ = connect(np.asarray(cands.cells), labels, assembly.structure)
+        assembly = assemble(cands, labels)
     elapsed = time.perf_counter() - t
     timings["assembly"] += elapsed
     compat = {"theta_G_zero_fraction": float(assembly.theta_G_zero_fraction), "theta_G_mean": float(assembly.theta_G_mean),
