@@ -69,9 +69,11 @@ class MultifrontalPattern:
         element_dofs = np.asarray(element_dofs)
         self.grid_shape = element_dofs.shape[:2]
         self.n_unknowns = n = int(n_unknowns)
+        if n >= 2**31 - 1:
+            raise ValueError(f"MultifrontalPattern: too many unknowns ({n}); index maps are 32-bit")
         ny, nx = self.grid_shape
         ed = np.where(element_dofs < 0, n, element_dofs).reshape(ny * nx, 8)
-        self.element_dofs = np.ascontiguousarray(ed, dtype=np.int64)  # prescribed -> n (a zero slot)
+        self.element_dofs = np.ascontiguousarray(ed, dtype=np.int32)  # prescribed -> n (a zero slot)
         total = np.bincount(ed.ravel(), minlength=n + 1)
         fronts = []  # post-order: (elements of a leaf, eliminated unknowns, boundary unknowns, children, all inside)
 
@@ -113,7 +115,7 @@ class MultifrontalPattern:
         self.n_boundary = np.array([len(f[2]) for f in fronts], dtype=np.int64)
         self.parity = depth % 2
         self.dofs_ptr = _ptr([len(d) for d in front_dofs])
-        self.dofs = np.concatenate(front_dofs).astype(np.int64)
+        self.dofs = np.concatenate(front_dofs).astype(np.int32)
 
         def positions(f, dofs):
             if len(front_dofs[f]) == 0:
@@ -127,14 +129,21 @@ class MultifrontalPattern:
         elems = [f[0] for f in fronts]
         self.elem_ptr = _ptr([len(e) for e in elems])
         self.elem_ids = np.concatenate(elems).astype(np.int64)
-        self.elem_pos = np.concatenate([positions(i, ed[e]) for i, e in enumerate(elems) if len(e)]).astype(np.int64)
+        self.elem_pos = np.concatenate([positions(i, ed[e]) for i, e in enumerate(elems) if len(e)]).astype(np.int32)
 
         self.child_ptr = _ptr([len(f[3]) for f in fronts])
         self.child_ids = np.array([k for f in fronts for k in f[3]], dtype=np.int64)
         up = [positions(parent[i], front_dofs[i][len(f[1]):]) if parent[i] >= 0 else np.zeros(0, np.int64)
               for i, f in enumerate(fronts)]
         self.up_ptr = _ptr([len(u) for u in up])
-        self.up_pos = np.concatenate(up).astype(np.int64)
+        self.up_pos = np.concatenate(up).astype(np.int32)
+        # For each entry of a child's boundary, the end of its run of consecutive parent positions:
+        # the extend-add moves whole runs (vectorized) instead of entry by entry.
+        run_end = []
+        for u in up:
+            ends = np.r_[np.flatnonzero(np.diff(u) != 1) + 1, len(u)].astype(np.int64)
+            run_end.append(ends[np.searchsorted(ends, np.arange(len(u)), side="right")])
+        self.up_run_end = np.concatenate(run_end).astype(np.int32)
         self.n_fronts = n_fronts
         # Two stacks of Schur complements, one per depth parity (post-order): a front computes its
         # complement in place on its stack while its children's lie on the other. Peaks of the nb^2
@@ -205,8 +214,8 @@ class MultifrontalPattern:
                           factor[0] + n_load * factor[1], self._front_width + n_load], dtype=np.int64)
         failed = _solve_batch(w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs,
                               self.elem_ptr, self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr,
-                              self.up_pos, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x,
-                              return_solution, energy_form, max(1, min(numba.get_num_threads(), len(w))))
+                              self.up_pos, self.up_run_end, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL,
+                              energy, x, return_solution, energy_form, max(1, min(numba.get_num_threads(), len(w))))
         if failed.any():
             raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is singular or not positive definite "
                               "(a zero or negative modulus, or a part held by nothing or by a single node?)")
@@ -224,8 +233,10 @@ _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 def _update8(a, p, r0, m, cols):
     """``a[i, j] -= sum_k p[k, i] p[k, j]`` over the eight panel rows ``p`` for ``r0 <= i < m``, ``i <= j < cols``.
 
-    Two rows at a time, so that each load of the panel feeds sixteen multiply-adds; the inner loops
-    run over slices (non-negative indices, a panel apart from ``a``), which LLVM vectorizes.
+    Two rows at a time, so that each load of the panel feeds sixteen multiply-adds. The panel is a
+    C-contiguous array apart from ``a`` whose rows are taken inside (a strided view of a panel, or
+    rows passed as separate arguments, halve the speed) and the inner loops run over slices (unit
+    stride, non-negative indices): LLVM vectorizes them.
     """
     p0, p1, p2, p3, p4, p5, p6, p7 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     i = r0
@@ -276,6 +287,65 @@ def _update4(a, p, r0, m, cols):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _panel8(p, u, inv, lo, hi):
+    """Columns ``lo <= j < hi`` of the eight rows ``p`` := ``U^-T p`` in place (U = ``u``, 8 x 8 upper, 1 / diagonal ``inv``).
+
+    Forward substitution two rows per pass over the columns: each pass writes two rows and reads
+    only rows before them, which LLVM vectorizes (a single pass over all eight rows it does not).
+    """
+    n = hi - lo
+    p0, p1, p2, p3 = p[0, lo:hi], p[1, lo:hi], p[2, lo:hi], p[3, lo:hi]
+    p4, p5, p6, p7 = p[4, lo:hi], p[5, lo:hi], p[6, lo:hi], p[7, lo:hi]
+    i0, i1, u01 = inv[0], inv[1], u[0, 1]
+    for j in range(n):
+        x0 = p0[j] * i0
+        p0[j] = x0
+        p1[j] = (p1[j] - u01 * x0) * i1
+    i2, i3 = inv[2], inv[3]
+    u02, u12, u03, u13, u23 = u[0, 2], u[1, 2], u[0, 3], u[1, 3], u[2, 3]
+    for j in range(n):
+        a0, a1 = p0[j], p1[j]
+        x2 = (p2[j] - u02 * a0 - u12 * a1) * i2
+        p2[j] = x2
+        p3[j] = (p3[j] - u03 * a0 - u13 * a1 - u23 * x2) * i3
+    i4, i5 = inv[4], inv[5]
+    u04, u14, u24, u34 = u[0, 4], u[1, 4], u[2, 4], u[3, 4]
+    u05, u15, u25, u35, u45 = u[0, 5], u[1, 5], u[2, 5], u[3, 5], u[4, 5]
+    for j in range(n):
+        a0, a1, a2, a3 = p0[j], p1[j], p2[j], p3[j]
+        x4 = (p4[j] - u04 * a0 - u14 * a1 - u24 * a2 - u34 * a3) * i4
+        p4[j] = x4
+        p5[j] = (p5[j] - u05 * a0 - u15 * a1 - u25 * a2 - u35 * a3 - u45 * x4) * i5
+    i6, i7 = inv[6], inv[7]
+    u06, u16, u26, u36, u46, u56 = u[0, 6], u[1, 6], u[2, 6], u[3, 6], u[4, 6], u[5, 6]
+    u07, u17, u27, u37, u47, u57, u67 = u[0, 7], u[1, 7], u[2, 7], u[3, 7], u[4, 7], u[5, 7], u[6, 7]
+    for j in range(n):
+        a0, a1, a2, a3, a4, a5 = p0[j], p1[j], p2[j], p3[j], p4[j], p5[j]
+        x6 = (p6[j] - u06 * a0 - u16 * a1 - u26 * a2 - u36 * a3 - u46 * a4 - u56 * a5) * i6
+        p6[j] = x6
+        p7[j] = (p7[j] - u07 * a0 - u17 * a1 - u27 * a2 - u37 * a3 - u47 * a4 - u57 * a5 - u67 * x6) * i7
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _panel4(p, u, inv, lo, hi):
+    """`_panel8` for four rows."""
+    n = hi - lo
+    p0, p1, p2, p3 = p[0, lo:hi], p[1, lo:hi], p[2, lo:hi], p[3, lo:hi]
+    i0, i1, u01 = inv[0], inv[1], u[0, 1]
+    for j in range(n):
+        x0 = p0[j] * i0
+        p0[j] = x0
+        p1[j] = (p1[j] - u01 * x0) * i1
+    i2, i3 = inv[2], inv[3]
+    u02, u12, u03, u13, u23 = u[0, 2], u[1, 2], u[0, 3], u[1, 3], u[2, 3]
+    for j in range(n):
+        a0, a1 = p0[j], p1[j]
+        x2 = (p2[j] - u02 * a0 - u12 * a1) * i2
+        p2[j] = x2
+        p3[j] = (p3[j] - u03 * a0 - u13 * a1 - u23 * x2) * i3
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _update1(a, k, r0, m, cols):
     """``a[i, j] -= a[k, i] a[k, j]`` for ``r0 <= i < m``, ``i <= j < cols``."""
     pk = a[k]
@@ -290,8 +360,8 @@ def _update1(a, k, r0, m, cols):
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-               up_ptr, up_pos, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel, upd_off, fac_off, xl, x,
-               energy, want_x, energy_form):
+               up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel, tpanel, ublk, inv,
+               upd_off, fac_off, xl, x, energy, want_x, energy_form):
     """Factorize one cell front by front (post-order), then solve; returns False if a pivot is too small.
 
     A front of ``ni`` eliminated and ``nb`` boundary unknowns is held as its factor rows ``F``
@@ -357,6 +427,7 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
             wc = nbc + n_load
             src = other[upd_off[c] : upd_off[c] + nbc * wc].reshape((nbc, wc))
             pos = up_pos[up_ptr[c] : up_ptr[c + 1]]
+            run_end = up_run_end[up_ptr[c] : up_ptr[c + 1]]
             for i in range(nbc):
                 pi = pos[i]
                 if pi < ni:
@@ -364,39 +435,77 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
                 else:
                     row, off = t[pi - ni], ni
                 s = src[i]
-                for j in range(i, nbc):
-                    row[pos[j] - off] += s[j]
+                j = i
+                while j < nbc:
+                    e = run_end[j]
+                    dst = row[pos[j] - off : pos[j] - off + e - j]
+                    seg = s[j:e]
+                    for q in range(e - j):
+                        dst[q] += seg[q]
+                    j = e
+                dst = row[m - off : m - off + n_load]
+                seg = s[nbc:wc]
                 for load in range(n_load):
-                    row[m - off + load] += s[nbc + load]
+                    dst[load] += seg[load]
         # Partial right-looking Cholesky of the ni pivots, eight at a time: the panel's rows are
         # factored, then the remaining rows of F and the trailing block T are updated by the panel.
         fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
         for k0 in range(0, ni, 8):
             k1 = min(k0 + 8, ni)
-            for k in range(k0, k1):
-                piv = fa[k, k]
-                if not piv > rtol * diag[fd[k]]:
-                    return False
-                d = np.sqrt(piv)
-                inv = 1.0 / d
-                fa[k, k] = d
-                for j in range(k + 1, cols):
-                    fa[k, j] *= inv
-                _update1(fa, k, k + 1, k1, cols)
-            if k1 == m:
-                break
-            nk = 4 if k1 - k0 <= 4 else 8
-            for kk in range(nk):
-                if k0 + kk < k1:
-                    panel[kk, k1:cols] = fa[k0 + kk, k1:cols]
+            nr = k1 - k0
+            nk = 4 if nr <= 4 else 8
+            # The panel's diagonal block (scalar Cholesky), rows beyond nr padded with the identity.
+            for r in range(nk):
+                for c in range(nk):
+                    ublk[r, c] = 0.0
+                inv[r] = 1.0
+            for r in range(nr):
+                for c in range(r, nr):
+                    v = fa[k0 + r, k0 + c]
+                    for q in range(r):
+                        v -= ublk[q, r] * ublk[q, c]
+                    if c == r:
+                        if not v > rtol * diag[fd[k0 + r]]:
+                            return False
+                        d = np.sqrt(v)
+                        ublk[r, r] = d
+                        inv[r] = 1.0 / d
+                    else:
+                        ublk[r, c] = v * inv[r]
+                for c in range(r, nr):
+                    fa[k0 + r, k0 + c] = ublk[r, c]
+            # The rest of the panel rows, U^-T times them: in place for a full panel, else in the
+            # contiguous panel with zero rows as padding.
+            if nr == nk:
+                rows = fa[k0:k1]
+                if nk == 8:
+                    _panel8(rows, ublk, inv, k1, cols)
                 else:
-                    panel[kk, k1:cols] = 0.0
+                    _panel4(rows, ublk, inv, k1, cols)
+                for r in range(nk):
+                    panel[r, k1:cols] = rows[r, k1:cols]
+            else:
+                for r in range(nk):
+                    if r < nr:
+                        panel[r, k1:cols] = fa[k0 + r, k1:cols]
+                    else:
+                        panel[r, k1:cols] = 0.0
+                if nk == 8:
+                    _panel8(panel, ublk, inv, k1, cols)
+                else:
+                    _panel4(panel, ublk, inv, k1, cols)
+                for r in range(nr):
+                    fa[k0 + r, k1:cols] = panel[r, k1:cols]
+            if k1 == m:
+                continue
+            for r in range(nk):
+                tpanel[r, :wt] = panel[r, ni:cols]
             if nk == 8:
                 _update8(fa, panel, k1, ni, cols)
-                _update8(t, panel[:, ni:], 0, nb, wt)
+                _update8(t, tpanel, 0, nb, wt)
             else:
                 _update4(fa, panel, k1, ni, cols)
-                _update4(t, panel[:, ni:], 0, nb, wt)
+                _update4(t, tpanel, 0, nb, wt)
         if not energy_form:
             for k in range(ni):
                 for l1 in range(n_load):
@@ -424,13 +533,34 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
                 xs = xl[load]
                 for j in range(ni, m):
                     xs[j] = x[fd[j], load]
+            if n_load == 3:
+                # The three load cases in one pass over each factor row.
+                x0, x1, x2 = xl[0], xl[1], xl[2]
                 for k in range(ni - 1, -1, -1):
                     r = fa[k, k + 1 : m]
-                    xr = xs[k + 1 : m]
-                    v = 0.0
+                    y0, y1, y2 = x0[k + 1 : m], x1[k + 1 : m], x2[k + 1 : m]
+                    v0 = v1 = v2 = 0.0
                     for j in range(m - k - 1):
-                        v += r[j] * xr[j]
-                    xs[k] = (fa[k, m + load] - v) / fa[k, k]
+                        rj = r[j]
+                        v0 += rj * y0[j]
+                        v1 += rj * y1[j]
+                        v2 += rj * y2[j]
+                    d = fa[k, k]
+                    x0[k] = (fa[k, m] - v0) / d
+                    x1[k] = (fa[k, m + 1] - v1) / d
+                    x2[k] = (fa[k, m + 2] - v2) / d
+            else:
+                for load in range(n_load):
+                    xs = xl[load]
+                    for k in range(ni - 1, -1, -1):
+                        r = fa[k, k + 1 : m]
+                        xr = xs[k + 1 : m]
+                        v = 0.0
+                        for j in range(m - k - 1):
+                            v += r[j] * xr[j]
+                        xs[k] = (fa[k, m + load] - v) / fa[k, k]
+            for load in range(n_load):
+                xs = xl[load]
                 for k in range(ni):
                     x[fd[k], load] = xs[k]
     if energy_form:
@@ -469,7 +599,8 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
 
 @numba.njit(parallel=True, cache=True)
 def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-                 up_ptr, up_pos, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form, n_threads):
+                 up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form,
+                 n_threads):
     n_cells = len(w)
     n_load = fe.shape[1]
     failed = np.zeros(n_cells, dtype=np.bool_)
@@ -477,18 +608,23 @@ def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, 
     for thread in numba.prange(n_threads):
         # One workspace per thread, reused for its cells.
         diag = np.empty(n + 1)
-        stack0 = np.zeros(sizes[0])
-        stack1 = np.zeros(sizes[1])
-        factor = np.zeros(sizes[2])
+        # Only the upper triangles of the fronts are ever read, and they are zeroed front by front.
+        stack0 = np.empty(sizes[0])
+        stack1 = np.empty(sizes[1])
+        factor = np.empty(sizes[2])
         panel = np.zeros((8, sizes[3]))
+        tpanel = np.zeros((8, sizes[3]))
+        ublk = np.zeros((8, 8))
+        inv = np.ones(8)
         upd_off = np.zeros(len(n_int), dtype=np.int64)
         fac_off = np.zeros(len(n_int), dtype=np.int64)
         xl = np.zeros((n_load, sizes[3]))
         xs = np.zeros((n + 1 if want_x else 0, n_load))
         for s in range(thread, n_cells, n_threads):
             ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
-                            child_ptr, child_ids, up_ptr, up_pos, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel,
-                            upd_off, fac_off, xl, xs, energy[s], want_x, energy_form)
+                            child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
+                            stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
+                            energy_form)
             failed[s] = not ok
             if ok and want_solution:
                 x[s] = xs
