@@ -230,8 +230,9 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   starts=starts, refinement=history, fine_displacement=result["fine_u"])
 
 
-SPACE_MAPPING_ROUNDS = 2
-"""Output space mapping rounds at most (each: a macro re-optimization, candidates, MRF and a full-scale solve)."""
+SPACE_MAPPING_ROUNDS = 4
+"""Output space mapping rounds at most (each: a macro re-optimization, candidates, MRF and a full-scale solve);
+the time budget usually ends the stage first."""
 SPACE_MAPPING_EVALUATIONS = 300
 """Macro evaluations of a space-mapping round (warm-started from the current optimum)."""
 
@@ -290,9 +291,10 @@ def _space_mapping(result, problem, context, rounds, deadline):
     """Output space mapping rounds on a verified result: (best result, history entries).
 
     The full-scale response F of the design made for macro targets t is modelled as the macro response M plus the
-    discrepancy d = F - M seen at the current design, so the macro stage is given the targets ``u_t - d`` (from
-    its current optimum) and the design is remade from the new properties (candidates, MRF, full-scale check). A
-    round is kept when the full-scale RRMSE falls; the first that does not ends the stage.
+    discrepancy d = F - M seen at the current design, so the macro stage is given the targets ``u_t + s`` with the
+    shift ``s = -d`` (re-optimized from its current optimum) and the design is remade from the new properties
+    (candidates, MRF, full-scale check). A round is kept when the full-scale RRMSE falls; a round that does not is
+    retried once with half the step (``s = s_kept + (-d - s_kept) / 2``), and a second failure ends the stage.
     """
     from dataclasses import replace
 
@@ -304,14 +306,14 @@ def _space_mapping(result, problem, context, rounds, deadline):
     history = [{"iteration": 0, "stage": "start", "rrmse_full": result["rrmse_full"], "tried": result["rrmse_full"],
                 "swaps": 0, "accepted": True, "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]),
                 "time_s": 0.0}]
-    best = result
-    for r in range(1, rounds + 1):
-        if time.perf_counter() > deadline:
-            break
+    best, dofs = result, problem.target_dofs
+    shift, step, r = np.zeros(len(dofs)), 1.0, 0
+    while r < rounds and time.perf_counter() < deadline:
+        r += 1
         macro, family = best["macro"], best.get("family")
-        dofs = problem.target_dofs
         discrepancy = np.asarray(best["full_u"]).ravel()[dofs] - np.asarray(macro.displacement).ravel()[dofs]
-        mapped = replace(problem, target_values=problem.target_values - discrepancy)
+        trial_shift = shift + step * (-discrepancy - shift)
+        mapped = replace(problem, target_values=problem.target_values + trial_shift)
         t = time.perf_counter()
         options = {"start": macro.variables if family is not None else macro.properties,
                    "max_iterations": SPACE_MAPPING_EVALUATIONS, "restart_every": 100}
@@ -324,15 +326,18 @@ def _space_mapping(result, problem, context, rounds, deadline):
         trial = _assemble_and_verify(new, cands, **run)
         accepted = trial["rrmse_full"] < best["rrmse_full"]
         history.append({"iteration": r, "stage": "space mapping", "tried": trial["rrmse_full"], "swaps": 0,
-                        "accepted": bool(accepted), "estimate": 0.0,
+                        "accepted": bool(accepted), "estimate": 0.0, "step": step,
                         "n_components": int(trial["compatibility"]["n_components"]),
                         "rrmse_full": trial["rrmse_full"] if accepted else best["rrmse_full"],
                         "time_s": round(time.perf_counter() - t0, 3)})
-        say(f"space mapping {r}: macro rrmse {new.rrmse:.4f} against the real targets, full scale {trial['rrmse_full']:.4f}"
-            f" ({'kept' if accepted else 'not better'})")
-        if not accepted:
+        say(f"space mapping {r} (step {step:g}): macro rrmse {new.rrmse:.4f} against the real targets, full scale "
+            f"{trial['rrmse_full']:.4f} ({'kept' if accepted else 'not better'})")
+        if accepted:
+            best, shift, step = {**trial, "family": family}, trial_shift, 1.0
+        elif step < 1.0:
             break
-        best = {**trial, "family": family}
+        else:
+            step = 0.5
     return best, history
 
 
