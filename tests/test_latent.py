@@ -110,7 +110,10 @@ def test_resume_continues_epoch_count(tiny, tmp_path):
     copy = tmp_path / "resume"
     shutil.copytree(out, copy)
     logs = []
+    np.random.seed(11)
+    state = np.random.get_state()[1].copy()
     meta = train_vae(db, copy, epochs=3, batch_size=64, seed=3, progress=False, log=logs.append)
+    assert np.array_equal(np.random.get_state()[1], state)      # training leaves NumPy's global generator alone
     assert any("resuming" in m and "epoch 2" in m for m in logs)
     assert meta["training"]["epochs_run"] == 3
     history = json.loads((copy / "history.json").read_text())

@@ -75,7 +75,10 @@ def refit_regressor(model_dir, db=None, *, units=(128, 128), epochs: int = 200, 
     new.encoder.set_weights(old._vae.encoder.get_weights())
     new.decoder.set_weights(old._vae.decoder.get_weights())
     k = keras()
-    k.utils.set_random_seed(int(seed))
+    import tensorflow as tf
+
+    # TensorFlow's seed drives the initializers, shuffling and dropout; NumPy's global generator is left alone
+    tf.random.set_seed(int(seed))
     head = build_vae(hyper).regressor                          # freshly initialized with the seed above
     head.compile(optimizer=k.optimizers.Adam(learning_rate), loss="mse")
     stop = k.callbacks.EarlyStopping(patience=int(patience), restore_best_weights=True)

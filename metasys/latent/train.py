@@ -180,11 +180,13 @@ def train_vae(db, out_dir, *, epochs: int = 200, batch_size: int = 128, learning
             raise FileFormatError(f"{str(out)!r} holds a checkpoint of a different run (database, seed, split or "
                                   "hyper-parameters differ); pass --fresh to start over or choose another --out")
 
-    keras.utils.set_random_seed(seed)
+    import tensorflow as tf
+
+    # TensorFlow's seed drives the initializers, shuffling and sampling; NumPy's global generator is left alone
+    tf.random.set_seed(seed)
     vae = build_vae(h)
     opt = _make_optimizer(optimizer, learning_rate)
     vae.compile(optimizer=opt)
-    import tensorflow as tf
 
     ckpt = tf.train.Checkpoint(model=vae, optimizer=opt)
     history: dict[str, list] = {}
