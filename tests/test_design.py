@@ -153,7 +153,8 @@ def test_an_already_verified_structure_is_not_solved_again(monkeypatch):
 
 @pytest.mark.slow
 def test_design_generates_cells_for_uncovered_targets_by_default(monkeypatch):
-    """generator="auto" hands exactly the uncovered targets to the shipped diffusion prior; None turns it off."""
+    """generator="auto" (without refinement) hands exactly the uncovered targets to the shipped diffusion prior; None
+    turns it off; with the refinement on, only "prior" calls it."""
     import metasys.diffusion.generate as generate
     import metasys.pipeline.run as pipeline
     from metasys.diffusion.model import default_model_path
@@ -185,6 +186,11 @@ def test_design_generates_cells_for_uncovered_targets_by_default(monkeypatch):
         np.testing.assert_allclose(d.cell_properties[r, c], [C[0, 0], C[0, 1], C[1, 1], C[2, 2]], atol=1e-6)
     design(problem, k=k, seed=0, progress=False, full_scale=False, generator=None)
     assert len(calls) == 1
+    # with the full-scale refinement on, "auto" leaves the generator out and "prior" asks for it
+    design(problem, k=k, seed=0, progress=False, refine_budget=0)
+    assert len(calls) == 1
+    design(problem, k=k, seed=0, progress=False, refine_budget=0, generator="prior")
+    assert len(calls) == 2
 
 
 def run_cli(*args, cwd=None):

@@ -20,9 +20,10 @@ def design(
     seed: int = typer.Option(0, "--seed", help="Seed of every stochastic step."),
     db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
     model: Path = typer.Option(None, "--model", help="Latent model folder (default: the shipped databases/vae)."),
-    generator: bool = typer.Option(True, "--generator/--no-generator",
-                                   help="Generate cells with the shipped diffusion prior for targets the database "
-                                        "does not cover; they compete with database cells by error."),
+    generator: bool | None = typer.Option(None, "--generator/--no-generator",
+                                          help="Generate cells with the shipped diffusion prior for targets the database "
+                                               "does not cover (they compete with database cells by error). Default: "
+                                               "only with --no-refine.", show_default=False),
     refine: bool = typer.Option(True, "--refine/--no-refine",
                                 help="Refine the design at full scale: cell swaps ranked by the adjoint of the full-scale "
                                      "RRMSE, each checked by a full-scale solve and kept only if better."),
@@ -52,7 +53,8 @@ def design(
 
         latent = LatentModel.load(model, database=database)
     console.print(f"[bold]metasys design[/] {spec.name}: {spec.width} x {spec.height} cells -> {out}")
-    result = run(spec, database, latent, seed=seed, k=k, generator="auto" if generator else None, refine=refine,
+    result = run(spec, database, latent, seed=seed, k=k, generator={None: "auto", True: "prior", False: None}[generator],
+                 refine=refine,
                  refine_budget=refine_budget, progress=not quiet, log=None if quiet else console.print)
     result.save(out)
     plot_property_maps(result.properties, out / "properties.png", title=f"{spec.name}: optimized properties")
