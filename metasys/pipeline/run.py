@@ -241,10 +241,12 @@ SPACE_MAPPING_EVALUATIONS = 300
 
 
 def refinement_budget(problem: Problem) -> float:
-    """Default seconds of full-scale refinement: 30 s on grids of at most `SMALL_GRID` elements, else 240 s."""
+    """Default seconds of full-scale refinement: 60 s on grids of at most `SMALL_GRID` elements (two or three space
+    mapping rounds on the bridge), else 300 s. A step that has started is finished, so the stage may overrun it by
+    one full-scale round."""
     from ..macro.optimization import SMALL_GRID
 
-    return 30.0 if problem.width * problem.height <= SMALL_GRID else 240.0
+    return 60.0 if problem.width * problem.height <= SMALL_GRID else 300.0
 
 
 def _refine(result, problem, context, budget, options):
