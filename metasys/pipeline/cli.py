@@ -27,8 +27,9 @@ def design(
     refine: bool = typer.Option(True, "--refine/--no-refine",
                                 help="Refine the design at full scale: cell swaps ranked by the adjoint of the full-scale "
                                      "RRMSE, each checked by a full-scale solve and kept only if better."),
-    refine_budget: float | None = typer.Option(None, "--refine-budget", help="Seconds of refinement (default: 60 on grids "
-                                               "of at most 400 cells, else 300).", show_default=False),
+    refine_budget: float | None = typer.Option(None, "--refine-budget", help="Seconds after which the refinement starts no "
+                                               "new step (default: no limit; it runs a fixed number of steps).",
+                                               show_default=False),
     thickness: float = typer.Option(0.1, "--thickness", help="STL extrusion thickness in macro units (cell side 1)."),
     no_exports: bool = typer.Option(False, "--no-exports", help="Write only structure.npy, report.json and the plots."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),

@@ -19,7 +19,7 @@ model:
    macro-node displacements against the target is the design's result;
 5. **refinement** (`refine=True`): output space mapping rounds (the macro stage re-targeted by the full-scale /
    macro discrepancy and stages 2-4 redone, kept while the full scale improves), then adjoint-ranked cell swaps
-   (`metasys.pipeline.refine.refine`) for the rest of the time budget. Every step is checked at full scale and kept
+   (`metasys.pipeline.refine.refine`); `refinement_steps` sets how many of each. Every step is checked at full scale and kept
    only if better, so the result is never worse than stage 4's.
 """
 
@@ -130,7 +130,8 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
         adjoint of the full-scale RRMSE, each move checked by a full-scale solve and kept only if better).
         Needs ``full_scale``.
     refine_budget : float, optional
-        Seconds of refinement (default `refinement_budget` of the problem).
+        Seconds after which the refinement starts no new step (default: no limit; the number of steps,
+        `refinement_steps`, ends it). The steps are counted, not timed, so that the same seed gives the same design.
     refine_options : dict, optional
         Extra keyword arguments of `metasys.pipeline.refine.refine`.
     progress : bool
@@ -233,20 +234,23 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
                   starts=starts, refinement=history, fine_displacement=result["fine_u"])
 
 
-SPACE_MAPPING_ROUNDS = 4
-"""Output space mapping rounds at most (each: a macro re-optimization, candidates, MRF and a full-scale solve);
-the time budget usually ends the stage first."""
 SPACE_MAPPING_EVALUATIONS = 300
 """Macro evaluations of a space-mapping round (warm-started from the current optimum)."""
 
 
-def refinement_budget(problem: Problem) -> float:
-    """Default seconds of full-scale refinement: 60 s on grids of at most `SMALL_GRID` elements (two or three space
-    mapping rounds on the bridge), else 300 s. A step that has started is finished, so the stage may overrun it by
-    one full-scale round."""
+def refinement_steps(problem: Problem) -> dict:
+    """Default number of refinement steps, each ending in a full-scale solve: ``space_mapping_rounds`` (a
+    failed round is retried once at half the step, and the retry counts) and ``max_iterations`` (swap moves).
+
+    Grids of at most `SMALL_GRID` elements: 3 rounds and 3 swap moves (on the bridge, one round took a structure
+    from 0.156 to 0.039 and a second to 0.032; a full-scale solve there takes about 10 s). Larger grids: 2 rounds and
+    1 swap move (a smiley solve takes minutes).
+    """
     from ..macro.optimization import SMALL_GRID
 
-    return 60.0 if problem.width * problem.height <= SMALL_GRID else 300.0
+    if problem.width * problem.height <= SMALL_GRID:
+        return {"space_mapping_rounds": 3, "max_iterations": 3}
+    return {"space_mapping_rounds": 2, "max_iterations": 1}
 
 
 def _refine(result, problem, context, budget, options):
@@ -255,7 +259,7 @@ def _refine(result, problem, context, budget, options):
     1. **Output space mapping** (`_space_mapping`): the macro stage is re-targeted by the discrepancy between the
        full-scale and the macro displacements of the current design, re-optimized from its optimum, and the new
        properties go through candidates, assembly and the full-scale check; kept while the full scale improves.
-    2. **Cell swaps** (`metasys.pipeline.refine.refine`) for the rest of the budget.
+    2. **Cell swaps** (`metasys.pipeline.refine.refine`).
     """
     from ..mrf import assemble
     from .refine import refine
@@ -263,15 +267,16 @@ def _refine(result, problem, context, budget, options):
     run = context["run"]
     timings, say, progress = run["timings"], run["say"], run["progress"]
     t = time.perf_counter()
-    budget = refinement_budget(problem) if budget is None else float(budget)
-    options = dict(options or {})
-    rounds = options.pop("space_mapping_rounds", SPACE_MAPPING_ROUNDS)
+    deadline = np.inf if budget is None else t + float(budget)
+    options = {**refinement_steps(problem), **(options or {})}
+    rounds = options.pop("space_mapping_rounds")
     unrefined, rrmse_macro = result["rrmse_full"], float(result["macro"].rrmse)
-    result, mapped = _space_mapping(result, problem, context, rounds, t + budget)
+    result, mapped = _space_mapping(result, problem, context, rounds, deadline)
     cands = result["candidates"]
     out = refine(problem, cands.cells, cands.properties, result["labels"], result["pairwise"], result["edges"],
                  material=context["database"].material, initial=result.get("fs"),
-                 budget=max(0.0, budget - (time.perf_counter() - t)), progress=progress, say=say, **options)
+                 budget=None if budget is None else max(0.0, deadline - time.perf_counter()), progress=progress, say=say,
+                 **options)
     assembly = assemble(cands, out.labels)
     compat = {**result["compatibility"], "theta_G_zero_fraction": float(assembly.theta_G_zero_fraction),
               "theta_G_mean": float(assembly.theta_G_mean), "theta_M_mean": float(assembly.theta_M_mean),
