@@ -3,7 +3,7 @@ refinement, loose parts joined, the design's history in report.json."""
 
 import numpy as np
 import pytest
-from metasys.problems import Problem
+from test_design import small_arch
 
 from metasys import Database
 from metasys.fem.full_scale import solve_full_scale
@@ -13,20 +13,10 @@ from metasys.pipeline.refine import connect, edge_energy_change, refine, rrmse_a
 from metasys.selection.candidates import diverse_candidates
 
 
-def arch(width=4, height=2, rise=0.01) -> Problem:
-    conditions = [{"where": "left", "component": "x", "value": 0.0},
-                  {"where": "right", "component": "x", "value": -0.02},
-                  {"where": [0, 1], "component": "y", "value": 0.0},
-                  {"where": [width, 1], "component": "y", "value": 0.0}]
-    x = np.arange(width + 1)
-    targets = [{"nodes": [[int(i), height] for i in x], "component": "y", "values": (rise * np.sin(np.pi * x / width)).tolist()}]
-    return Problem.from_dict({"name": "arch", "width": width, "height": height, "conditions": conditions, "targets": targets})
-
-
 @pytest.fixture(scope="module")
 def assembled():
     """A 4 x 2 arch assembled from 4 database candidates per element by the MRF."""
-    problem, db = arch(), Database.default()
+    problem, db = small_arch(), Database.default()
     macro = optimize_properties(problem, db, start=None, max_iterations=60)
     cands = diverse_candidates(macro.properties, k=4, database=db, seed=0)
     unary, edges, pairwise = mrf_from_candidates(cands, material=db.material)
