@@ -51,9 +51,12 @@ def main():
 
     cells = random_symmetric_cells(args.cells)
     shifted = np.roll(cells, 1, axis=2)
-    print(f"{os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}")
-    homogenize(cells[:2])  # compile the kernels and build the patterns once
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, load average {load} (1, 5, 15 min)")
+    start = time.perf_counter()
+    homogenize(cells[:2])  # compile (or load from numba's cache) the kernels and build the patterns once
     homogenize(shifted[:2])
+    print(f"first calls (kernels compiled or loaded from the numba cache, patterns built): {time.perf_counter() - start:.2f} s")
     c_fast = np.empty((len(cells), 3, 3))
     c_general = np.empty((len(cells), 3, 3))
 

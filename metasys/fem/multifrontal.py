@@ -5,21 +5,31 @@ the element moduli. A general sparse solver called cell by cell spends most of i
 symbolic analysis and call overhead. Here the symbolic work (a nested dissection of the element
 grid into rectangular patches, the front of every patch and the index maps between fronts) is done
 once per pattern in NumPy, and the numeric work runs in a compiled kernel (numba) that factorizes
-one cell's fronts after another, cells in parallel across cores.
+one cell's fronts after another, cells in parallel across threads.
 
 The systems are ``K x = b`` with ``K = sum_e w_e P_e^T k P_e`` and ``b = sum_e w_e P_e^T f``, where
 ``k`` (8, 8) and ``f`` (8, L) are shared by all elements and ``w`` (N, ny, nx) are per-cell element
 weights (moduli). ``K`` must be symmetric positive definite.
 
-Numerics: the dense front eliminations, where nearly all the work is, are blocked (eight pivots
-at a time), so that every entry of the trailing matrix is loaded and stored once per eight
-multiply-adds; the Schur complements of finished fronts live on a stack (post-order), which keeps
-the working set in cache. A pivot is accepted only if it exceeds ``PIVOT_RTOL`` times the diagonal
-entry of its row in ``K`` (before elimination): a singular ``K`` (a zero modulus, a solid island
-or a pixel hinged at one corner) is reported instead of being solved with round-off pivots.
+Numerics: a front of ``ni`` pivots and ``nb`` boundary unknowns is held as its pivot rows F
+(ni, ni + nb + L), written straight into the factor storage kept for the back substitution, and its
+trailing block T (nb, nb + L), computed in place on one of two stacks (by depth parity, post-order:
+the children's blocks lie on the other one). Upper triangles only. The dense eliminations, where
+nearly all the work is, are blocked eight pivots at a time: the panel's diagonal block is factored,
+its rows solved two at a time, and F's remaining rows and T updated from a contiguous copy of the
+panel, two rows per pass (unit-stride slices that LLVM vectorizes). Children's blocks are added
+run by run (consecutive positions). Cells are split over ``numba.get_num_threads()`` threads.
+
+A pivot is accepted only if it exceeds ``PIVOT_RTOL`` times the diagonal entry of its row in ``K``
+(before elimination): a singular ``K`` (a zero modulus, a solid island or a pixel hinged at one
+corner) is reported instead of being solved with round-off pivots. With ``u0`` the returned energy
+is summed from element energies (see `MultifrontalPattern.solve`), which keeps small energies
+(nearly disconnected cells) accurate.
 """
 
 from __future__ import annotations
+
+import os
 
 import numba
 import numpy as np
@@ -214,16 +224,41 @@ class MultifrontalPattern:
         sizes = np.array([self._stack_peak[0, 0] + n_load * self._stack_peak[0, 1],
                           self._stack_peak[1, 0] + n_load * self._stack_peak[1, 1],
                           factor[0] + n_load * factor[1], self._front_width + n_load], dtype=np.int64)
-        failed = _solve_batch(w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs,
-                              self.elem_ptr, self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr,
-                              self.up_pos, self.up_run_end, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL,
-                              energy, x, return_solution, energy_form, max(1, min(numba.get_num_threads(), len(w))))
+        failed = np.zeros(len(w), dtype=bool)
+        args = (w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs, self.elem_ptr,
+                self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr, self.up_pos, self.up_run_end,
+                self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x, return_solution, energy_form)
+        n_threads = max(1, min(numba.get_num_threads(), len(w)))
+        if n_threads == 1:
+            _solve_strided(*args, 0, 1, failed)
+        else:  # cells split over threads (numba's prange would triple the first compilation for nothing)
+            list(_pool(n_threads).map(lambda first: _solve_strided(*args, first, n_threads, failed), range(n_threads)))
         if failed.any():
             raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is singular or not positive definite "
                               "(a zero or negative modulus, or a part held by nothing or by a single node?)")
         if not return_solution:
             return energy
         return energy, x[:, : self.n_unknowns]
+
+
+_POOL = (None, 0, 0)  # (executor, workers, process id)
+
+
+def _pool(n_threads: int):
+    """A thread pool of n_threads workers (the kernels release the GIL), kept between calls.
+
+    Made anew after a fork (a child process inherits the executor but not its threads).
+    """
+    global _POOL
+    executor, workers, pid = _POOL
+    if executor is None or workers != n_threads or pid != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        if executor is not None and pid == os.getpid():
+            executor.shutdown(wait=False)
+        executor = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="metasys-multifrontal")
+        _POOL = (executor, n_threads, os.getpid())
+    return executor
 
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
@@ -233,13 +268,26 @@ _EB = 64  # elements per block in the energy sum
 
 
 @intrinsic
-def _prefer_wide_vectors(typingctx):
-    """Ask LLVM for 512-bit vectors in the calling function (it defaults to 256 bits on AVX-512 CPUs).
+def _not_inlined(typingctx):
+    """Keep LLVM from inlining the calling function (a large one, compiled once, not again into each caller)."""
+    def codegen(context, builder, signature, args):
+        builder.function.attributes.add("noinline")
+        return context.get_dummy_value()
 
-    The update kernels gain 10-20 % where the CPU has AVX-512; elsewhere the hint is void. It is a
-    plain function attribute, added if llvmlite lets us (else nothing happens).
+    return types.none(), codegen
+
+
+@intrinsic
+def _kernel_attributes(typingctx):
+    """Mark the calling function as a kernel: not inlined, and built with 512-bit vectors if the CPU has them.
+
+    Not inlining the kernels into the per-cell driver (they are called from several places) keeps
+    the first compilation short (28 s down to a few s); a call costs nothing next to the loops.
+    LLVM defaults to 256-bit vectors on AVX-512 CPUs; the update kernels gain 10-20 % with 512
+    (elsewhere the hint is void). The width is a plain function attribute, added if llvmlite lets us.
     """
     def codegen(context, builder, signature, args):
+        builder.function.attributes.add("noinline")
         try:
             set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         except Exception:  # pragma: no cover - llvmlite internals changed: keep the default width
@@ -258,7 +306,7 @@ def _update8(a, p, r0, m, cols):
     rows passed as separate arguments, halve the speed) and the inner loops run over slices (unit
     stride, non-negative indices): LLVM vectorizes them.
     """
-    _prefer_wide_vectors()
+    _kernel_attributes()
     p0, p1, p2, p3, p4, p5, p6, p7 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     i = r0
     while i < m:
@@ -286,7 +334,7 @@ def _update8(a, p, r0, m, cols):
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _update4(a, p, r0, m, cols):
     """`_update8` for a panel of four rows."""
-    _prefer_wide_vectors()
+    _kernel_attributes()
     p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
     i = r0
     while i < m:
@@ -315,6 +363,7 @@ def _panel8(p, u, inv, lo, hi):
     Forward substitution two rows per pass over the columns: each pass writes two rows and reads
     only rows before them, which LLVM vectorizes (a single pass over all eight rows it does not).
     """
+    _kernel_attributes()
     n = hi - lo
     p0, p1, p2, p3 = p[0, lo:hi], p[1, lo:hi], p[2, lo:hi], p[3, lo:hi]
     p4, p5, p6, p7 = p[4, lo:hi], p[5, lo:hi], p[6, lo:hi], p[7, lo:hi]
@@ -351,6 +400,7 @@ def _panel8(p, u, inv, lo, hi):
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _panel4(p, u, inv, lo, hi):
     """`_panel8` for four rows."""
+    _kernel_attributes()
     n = hi - lo
     p0, p1, p2, p3 = p[0, lo:hi], p[1, lo:hi], p[2, lo:hi], p[3, lo:hi]
     i0, i1, u01 = inv[0], inv[1], u[0, 1]
@@ -390,6 +440,7 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
     (ni, ni + nb + L), written straight into ``factor``, and its trailing block ``T``
     (nb, nb + L), computed in place on the stack of its depth parity. Upper triangles only.
     """
+    _not_inlined()
     n_load = fe.shape[1]
     n_fronts = len(n_int)
     n = len(diag) - 1
@@ -477,10 +528,11 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
             nr = k1 - k0
             nk = 4 if nr <= 4 else 8
             # The panel's diagonal block (scalar Cholesky), rows beyond nr padded with the identity.
-            for r in range(nk):
-                for c in range(nk):
-                    ublk[r, c] = 0.0
-                inv[r] = 1.0
+            if nr < nk:
+                for r in range(nk):
+                    for c in range(nk):
+                        ublk[r, c] = 0.0
+                    inv[r] = 1.0
             for r in range(nr):
                 for c in range(r, nr):
                     v = fa[k0 + r, k0 + c]
@@ -504,8 +556,9 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
                     _panel8(rows, ublk, inv, k1, cols)
                 else:
                     _panel4(rows, ublk, inv, k1, cols)
-                for r in range(nk):
-                    panel[r, k1:cols] = rows[r, k1:cols]
+                if k1 < ni:  # the panel updates more pivot rows (else only T, from tpanel below)
+                    for r in range(nk):
+                        panel[r, k1:cols] = rows[r, k1:cols]
             else:
                 for r in range(nk):
                     if r < nr:
@@ -520,8 +573,12 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
                     fa[k0 + r, k1:cols] = panel[r, k1:cols]
             if k1 == m:
                 continue
-            for r in range(nk):
-                tpanel[r, :wt] = panel[r, ni:cols]
+            if nr == nk and k1 == ni:
+                for r in range(nk):
+                    tpanel[r, :wt] = fa[k0 + r, ni:cols]
+            else:
+                for r in range(nk):
+                    tpanel[r, :wt] = panel[r, ni:cols]
             if nk == 8:
                 _update8(fa, panel, k1, ni, cols)
                 _update8(t, tpanel, 0, nb, wt)
@@ -630,36 +687,33 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
     return True
 
 
-@numba.njit(parallel=True, cache=True)
-def _solve_batch(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-                 up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form,
-                 n_threads):
+@numba.njit(cache=True, nogil=True)
+def _solve_strided(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
+                   up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form,
+                   first, step, failed):
+    """Cells first, first + step, ... with one workspace (a worker thread's share; the GIL is released)."""
     n_cells = len(w)
     n_load = fe.shape[1]
-    failed = np.zeros(n_cells, dtype=np.bool_)
     want_x = want_solution or energy_form
-    for thread in numba.prange(n_threads):
-        # One workspace per thread, reused for its cells.
-        diag = np.empty(n + 1)
-        # Only the upper triangles of the fronts are ever read, and they are zeroed front by front.
-        stack0 = np.empty(sizes[0])
-        stack1 = np.empty(sizes[1])
-        factor = np.empty(sizes[2])
-        panel = np.zeros((8, sizes[3]))
-        tpanel = np.zeros((8, sizes[3]))
-        ebuf = np.zeros((8 + modes.shape[1]) * n_load * _EB)
-        ublk = np.zeros((8, 8))
-        inv = np.ones(8)
-        upd_off = np.zeros(len(n_int), dtype=np.int64)
-        fac_off = np.zeros(len(n_int), dtype=np.int64)
-        xl = np.zeros((n_load, sizes[3]))
-        xs = np.zeros((n + 1 if want_x else 0, n_load))
-        for s in range(thread, n_cells, n_threads):
-            ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
-                            child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
-                            stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
-                            energy_form, ebuf)
-            failed[s] = not ok
-            if ok and want_solution:
-                x[s] = xs
-    return failed
+    diag = np.empty(n + 1)
+    # Only the upper triangles of the fronts are ever read, and they are zeroed front by front.
+    stack0 = np.empty(sizes[0])
+    stack1 = np.empty(sizes[1])
+    factor = np.empty(sizes[2])
+    panel = np.zeros((8, sizes[3]))
+    tpanel = np.zeros((8, sizes[3]))
+    ebuf = np.zeros((8 + modes.shape[1]) * n_load * _EB)
+    ublk = np.zeros((8, 8))
+    inv = np.ones(8)
+    upd_off = np.zeros(len(n_int), dtype=np.int64)
+    fac_off = np.zeros(len(n_int), dtype=np.int64)
+    xl = np.zeros((n_load, sizes[3]))
+    xs = np.zeros((n + 1 if want_x else 0, n_load))
+    for s in range(first, n_cells, step):
+        ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
+                        child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
+                        stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
+                        energy_form, ebuf)
+        failed[s] = not ok
+        if ok and want_solution:
+            x[s] = xs
