@@ -142,6 +142,10 @@ class MultifrontalPattern:
         self.elem_ptr = _ptr([len(e) for e in elems])
         self.elem_ids = np.concatenate(elems).astype(np.int64)
         self.elem_pos = np.concatenate([positions(i, ed[e]) for i, e in enumerate(elems) if len(e)]).astype(np.int32)
+        # Each element's local dofs in the order of their front positions (prescribed ones first):
+        # then every pair i <= j in that order lands in the upper triangle, without a branch.
+        self.elem_order = np.argsort(self.elem_pos, axis=1, kind="stable").astype(np.int8)
+        self.elem_skip = (self.elem_pos < 0).sum(axis=1).astype(np.int8)
 
         self.child_ptr = _ptr([len(f[3]) for f in fronts])
         self.child_ids = np.array([k for f in fronts for k in f[3]], dtype=np.int64)
@@ -226,8 +230,9 @@ class MultifrontalPattern:
                           factor[0] + n_load * factor[1], self._front_width + n_load], dtype=np.int64)
         failed = np.zeros(len(w), dtype=bool)
         args = (w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs, self.elem_ptr,
-                self.elem_ids, self.elem_pos, self.child_ptr, self.child_ids, self.up_ptr, self.up_pos, self.up_run_end,
-                self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x, return_solution, energy_form)
+                self.elem_ids, self.elem_pos, self.elem_order, self.elem_skip, self.child_ptr, self.child_ids, self.up_ptr,
+                self.up_pos, self.up_run_end, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x,
+                return_solution, energy_form)
         n_threads = max(1, min(numba.get_num_threads(), len(w)))
         if n_threads == 1:
             _solve_strided(*args, 0, 1, failed)
@@ -431,9 +436,9 @@ def _update1(a, k, r0, m, cols):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-               up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0, stack1, factor, panel, tpanel, ublk, inv,
-               upd_off, fac_off, xl, x, energy, want_x, energy_form, ebuf):
+def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, elem_order, elem_skip,
+               child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0, stack1, factor,
+               panel, tpanel, ublk, inv, upd_off, fac_off, xl, x, energy, want_x, energy_form, ebuf):
     """Factorize one cell front by front (post-order), then solve; returns False if a pivot is too small.
 
     A front of ``ni`` eliminated and ``nb`` boundary unknowns is held as its factor rows ``F``
@@ -476,21 +481,21 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
             fa[i, i:] = 0.0
         for i in range(nb):
             t[i, i:] = 0.0
-        # Element contributions (leaves): upper triangle only, the matrix is symmetric.
+        # Element contributions (leaves): upper triangle only, the matrix is symmetric; local dofs
+        # taken in the order of their positions, prescribed ones (position -1) skipped.
         for e in range(elem_ptr[f], elem_ptr[f + 1]):
             we = w[elem_ids[e]]
-            for i in range(8):
+            order = elem_order[e]
+            for a in range(elem_skip[e], 8):
+                i = order[a]
                 pi = elem_pos[e, i]
-                if pi < 0:
-                    continue
                 if pi < ni:
                     row, off = fa[pi], 0
                 else:
                     row, off = t[pi - ni], ni
-                for j in range(8):
-                    pj = elem_pos[e, j]
-                    if pj >= pi:
-                        row[pj - off] += we * ke[i, j]
+                for b in range(a, 8):
+                    j = order[b]
+                    row[elem_pos[e, j] - off] += we * ke[i, j]
                 for load in range(n_load):
                     row[m - off + load] += we * fe[i, load]
         # Extend-add of the children's Schur complements; their positions here increase.
@@ -688,9 +693,9 @@ def _solve_one(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, el
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_strided(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, child_ptr, child_ids,
-                   up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy, x, want_solution, energy_form,
-                   first, step, failed):
+def _solve_strided(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, elem_order,
+                   elem_skip, child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy,
+                   x, want_solution, energy_form, first, step, failed):
     """Cells first, first + step, ... with one workspace (a worker thread's share; the GIL is released)."""
     n_cells = len(w)
     n_load = fe.shape[1]
@@ -711,8 +716,8 @@ def _solve_strided(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr
     xs = np.zeros((n + 1 if want_x else 0, n_load))
     for s in range(first, n_cells, step):
         ok = _solve_one(w[s], ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos,
-                        child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
-                        stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
+                        elem_order, elem_skip, child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol,
+                        diag, stack0, stack1, factor, panel, tpanel, ublk, inv, upd_off, fac_off, xl, xs, energy[s], want_x,
                         energy_form, ebuf)
         failed[s] = not ok
         if ok and want_solution:
