@@ -369,21 +369,10 @@ def _panel8(p, u, inv, lo, hi):
     only rows before them, which LLVM vectorizes (a single pass over all eight rows it does not).
     """
     _kernel_attributes()
+    _panel4(p, u, inv, lo, hi)  # rows 0-3 first: the same operations as for a four-row panel
     n = hi - lo
     p0, p1, p2, p3 = p[0, lo:hi], p[1, lo:hi], p[2, lo:hi], p[3, lo:hi]
     p4, p5, p6, p7 = p[4, lo:hi], p[5, lo:hi], p[6, lo:hi], p[7, lo:hi]
-    i0, i1, u01 = inv[0], inv[1], u[0, 1]
-    for j in range(n):
-        x0 = p0[j] * i0
-        p0[j] = x0
-        p1[j] = (p1[j] - u01 * x0) * i1
-    i2, i3 = inv[2], inv[3]
-    u02, u12, u03, u13, u23 = u[0, 2], u[1, 2], u[0, 3], u[1, 3], u[2, 3]
-    for j in range(n):
-        a0, a1 = p0[j], p1[j]
-        x2 = (p2[j] - u02 * a0 - u12 * a1) * i2
-        p2[j] = x2
-        p3[j] = (p3[j] - u03 * a0 - u13 * a1 - u23 * x2) * i3
     i4, i5 = inv[4], inv[5]
     u04, u14, u24, u34 = u[0, 4], u[1, 4], u[2, 4], u[3, 4]
     u05, u15, u25, u35, u45 = u[0, 5], u[1, 5], u[2, 5], u[3, 5], u[4, 5]
