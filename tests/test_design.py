@@ -277,3 +277,18 @@ def test_no_refine_gives_the_unrefined_pipeline_and_same_seed_same_design(small_
     again = design(small_arch(), k=3, seed=0, progress=False, generator=None)
     np.testing.assert_array_equal(again.structure, small_design.structure)
     assert again.rrmse_full == small_design.rrmse_full
+
+
+def test_deformed_plots_are_magnified_to_a_readable_scale():
+    """A 0.1 displacement on a 6-cell-tall beam is drawn magnified (x10: largest displacement at 1.0 of 6 cells); the
+    scale is 1, 2 or 5 times a power of ten and never below true scale."""
+    from metasys.pipeline.plots import deformation_scale
+
+    beam = small_arch(width=30, height=6, rise=0.1)
+    u = np.zeros((7, 31, 2))
+    u[..., 1] = 0.1
+    assert deformation_scale(u, beam) == 10.0
+    assert deformation_scale(10 * u, beam) == 1.0                      # 1.0 on 6 cells: readable at true scale
+    for s in (deformation_scale(f * u, beam) for f in (0.013, 0.07, 0.3, 2.0)):
+        mantissa = s / 10 ** np.floor(np.log10(s))
+        assert s >= 1 and np.isclose(mantissa, [1, 2, 5]).any()

@@ -85,7 +85,7 @@ def export(
     path: Path = typer.Argument(..., help="Output file: .npy, .png, .svg, .vtu or .stl."),
     deformed: bool = typer.Option(False, "--deformed", help=".png: overlay the full-scale deformed shape on the target."),
     scale: float | None = typer.Option(None, "--scale", help="--deformed: displacement magnification (default: the largest "
-                                       "displacement drawn at 15% of the grid's smaller side).", show_default=False),
+                                       "displacement drawn at 25% of the grid's smaller side).", show_default=False),
     thickness: float = typer.Option(0.1, "--thickness", help=".stl: extrusion thickness in macro units (cell side 1)."),
     missing: str = typer.Option("nan", "--missing", help=".vtu: pixels without a full-scale displacement: nan, drop or error."),
 ):

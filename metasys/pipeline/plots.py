@@ -13,7 +13,7 @@ import numpy as np
 from ..plotting import pyplot, save_figure
 
 
-def deformation_scale(displacement, problem, fraction: float = 0.15) -> float:
+def deformation_scale(displacement, problem, fraction: float = 0.25) -> float:
     """Magnification that draws the largest displacement at ``fraction`` of the grid's smaller side.
 
     Rounded down to 1, 2 or 5 times a power of ten and never below 1 (true scale); displacements of
