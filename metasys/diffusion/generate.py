@@ -163,8 +163,9 @@ def _resolve_model(model):
     if isinstance(model, DiffusionModel):
         return model
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        return DiffusionModel.load(model)
-    raise InvalidTypeError(f"model: expected a DiffusionModel, a model directory or None, got {describe(model)}")
+        return DiffusionModel.open(model)               # a directory, or a shipped prior's name ("digits")
+    raise InvalidTypeError(f"model: expected a DiffusionModel, a model directory, 'default', 'digits' or None, "
+                           f"got {describe(model)}")
 
 
 def generate_cells(target=None, n: int = 1, material: Material = Material(), loss=None, seed: int = 0, method: str = "noise",

@@ -12,24 +12,41 @@ from .schedule import Schedule
 from .unet import UNetConfig
 
 
-def default_model_path() -> Path:
-    """Location of the shipped weights: ``databases/diffusion`` (installed data package first)."""
+SHIPPED_MODELS = {"default": "diffusion", "digits": "diffusion-digits"}
+"""Names of the shipped priors (``DiffusionModel.named``, ``generate_cells(model="digits")``) -> folder in databases/."""
+
+
+def _shipped_path(folder: str) -> Path:
     from importlib.resources import files
 
     try:
-        installed = Path(str(files("metasys.databases") / "diffusion"))
+        installed = Path(str(files("metasys.databases") / folder))
     except ModuleNotFoundError:
         installed = None
     if installed is not None and (installed / "model.json").exists():
         return installed
-    return Path(__file__).resolve().parents[2] / "databases" / "diffusion"
+    return Path(__file__).resolve().parents[2] / "databases" / folder
+
+
+def default_model_path() -> Path:
+    """Location of the shipped weights: ``databases/diffusion`` (installed data package first)."""
+    return _shipped_path(SHIPPED_MODELS["default"])
+
+
+def digits_model_path() -> Path:
+    """Location of the shipped digit-style prior: ``databases/diffusion-digits`` (scikit-learn's handwritten digits)."""
+    return _shipped_path(SHIPPED_MODELS["digits"])
 
 
 class DiffusionModel:
     """U-Net parameters + schedule + preprocessing settings; samples and the deterministic DDIM generator.
 
-    Open with :meth:`load` (a directory written by ``metasys train diffusion``), :meth:`default` (the
-    shipped weights) or build from parameters directly (tests).
+    Open with :meth:`load` (a directory written by ``metasys train diffusion``, from a database or from any
+    image stack: a *style prior*), :meth:`default` (the shipped weights, trained on the database),
+    :meth:`digits` (the shipped digit-style prior), :meth:`open` (a directory or a shipped name) or build from
+    parameters directly (tests). Every prior maps to cells the same way (``images_to_density`` /
+    ``images_to_cells``: upsample to 50 x 50, positive = solid), so any of them serves every
+    ``generate_cells`` target.
     """
 
     def __init__(self, config: UNetConfig, params, schedule: Schedule | None = None, preprocess: dict | None = None,
@@ -85,6 +102,36 @@ class DiffusionModel:
             raise FileFormatError(f"the shipped diffusion model {str(path)!r} is missing; train one with "
                                   "`metasys train diffusion --out databases/diffusion` or pass model=...")
         return cls.load(path)
+
+    @classmethod
+    def digits(cls) -> DiffusionModel:
+        """The shipped digit-style prior (``databases/diffusion-digits``, scikit-learn's handwritten digits, ink = void)."""
+        path = digits_model_path()
+        if not (path / "model.json").exists():
+            raise FileFormatError(f"the shipped digit-style prior {str(path)!r} is missing; train one with "
+                                  "`metasys train diffusion --images digits.npy --out databases/diffusion-digits` "
+                                  "(databases/README.md)")
+        return cls.load(path)
+
+    @classmethod
+    def open(cls, model) -> DiffusionModel:
+        """A model directory, or the name of a shipped prior ("default", "digits") when no such directory exists."""
+        if isinstance(model, bytes):
+            model = model.decode()
+        path = Path(model)
+        if not (path / "model.json").exists() and str(model) in SHIPPED_MODELS:
+            return cls.default() if str(model) == "default" else cls.digits()
+        return cls.load(path)
+
+    @property
+    def source(self) -> dict:
+        """What the prior was trained on: ``{"kind": "database" | "images" | "cells", "path", "fingerprint", ...}``."""
+        if "source" in self.meta:
+            return dict(self.meta["source"])
+        if "database_fingerprint" in self.meta:
+            return {"kind": "database", "path": self.meta.get("database_path"),
+                    "fingerprint": self.meta["database_fingerprint"], "cells": self.meta.get("database_cells")}
+        return {}
 
     @property
     def image_size(self) -> int:
