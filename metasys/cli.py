@@ -28,6 +28,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _mount() -> None:
     """Mount each subpackage's commands: ``COMMANDS`` (top level), ``GROUPS`` (sub-apps) and ``TRAIN_COMMANDS``
     (under ``metasys train``)."""
+    from .composites import cli as composites_cli
     from .database import cli as database_cli
     from .diffusion import cli as diffusion_cli
     from .fem import cli as fem_cli
@@ -36,7 +37,7 @@ def _mount() -> None:
     from .selection import cli as selection_cli
 
     train = typer.Typer(help="Train the learned models.", no_args_is_help=True)
-    for module in (fem_cli, database_cli, latent_cli, diffusion_cli, selection_cli, pipeline_cli):
+    for module in (fem_cli, database_cli, latent_cli, diffusion_cli, selection_cli, pipeline_cli, composites_cli):
         for name, command in getattr(module, "COMMANDS", {}).items():
             app.command(name)(command)
         for name, group in getattr(module, "GROUPS", {}).items():

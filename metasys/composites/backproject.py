@@ -1,0 +1,168 @@
+"""Backprojection (the loss-guided paper, Sec. 5.3 and appendix B): from a relaxed material image to a design.
+
+Steps, for an image (3, ny, nx) of (E, nu, rho) per pixel:
+
+1. fit a 2-component Gaussian mixture with spherical covariances (scikit-learn) to the pixels in the
+   normalized space [-1, 1]^3; its means are the two material estimates, every pixel gets the label
+   of its most probable component (a single material if all pixels agree);
+2. for each of the two labellings "label 1 / label 0 are the particles": skip it if more than half of
+   the edge pixels are particles; skeletonize the particle mask (scikit-image, Lee et al. 1994) and take
+   each skeleton pixel's distance to the nearest matrix pixel (outside the sample counts as matrix);
+   drop skeleton pixels closer than `MIN_DISTANCE` to the matrix, skip the labelling if one lies
+   farther than `MAX_RADIUS`; then remove every skeleton pixel j that lies within ``d_i`` of a pixel i
+   with ``d_i > d_j``. The survivors are circle centres and their distances the radii;
+3. keep the labelling with the lower variance of radii; the radius is the median of its radii
+   (the pixel distance plus `RADIUS_OFFSET`);
+   the volume fraction is the share of particle pixels;
+4. the nearest table materials (normalized space) of the two estimates.
+
+`k_theta` then averages the bulk modulus over n = 10 microstructures re-sampled with the stochastic
+particle count rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidValueError, SolverError, describe
+from .materials import MaterialTable, normalize
+
+MIN_DISTANCE = 1.5
+"""Skeleton pixels closer than this (pixels) to the matrix are spurs, not centres."""
+RADIUS_OFFSET = 0.35
+"""Pixels added to a centre's distance to the matrix to estimate the radius: the skeleton pixel nearest the true
+centre lies up to 0.7 pixel off it, so its distance to the first matrix pixel underestimates the radius by about
+0.35 pixel on average (calibrated on generated samples: mean error below 0.05 pixel)."""
+MAX_RADIUS = 0.3
+"""A labelling whose skeleton lies farther than this fraction of the side from the matrix is no set of particles."""
+
+
+@dataclass(frozen=True)
+class Backprojection:
+    """A design recovered from an image.
+
+    ``matrix`` / ``particle``: indices into the material table; ``radius``: fraction of the side (NaN
+    without particles); ``volume_fraction``: share of particle pixels; ``matrix_estimate`` /
+    ``particle_estimate`` (3,): the mixture means in physical units; ``distance`` (d_m): summed
+    normalized distances of the estimates to their table materials; ``variance`` (V_m): summed
+    variances of the mixture components; ``centers`` (k, 2): detected centres (x, y) as fractions of the
+    side; ``detected``: False when neither labelling passed the checks (the minority label is then
+    taken as the particles and the radius from its connected components).
+    """
+
+    matrix: int
+    particle: int
+    radius: float
+    volume_fraction: float
+    matrix_estimate: np.ndarray
+    particle_estimate: np.ndarray
+    distance: float
+    variance: float
+    centers: np.ndarray
+    detected: bool
+
+
+def _circles(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centres (k, 2) (row, col) and pixel radii (k,) of the circles in a particle mask, or None to skip."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.morphology import skeletonize
+
+    edge = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+    if edge.mean() > 0.5 or not mask.any():
+        return None
+    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    skel = skeletonize(mask)
+    pts = np.argwhere(skel)
+    d = dist[skel]
+    keep = d >= MIN_DISTANCE
+    pts, d = pts[keep], d[keep]
+    if len(d) == 0 or d.max() > MAX_RADIUS * max(mask.shape):
+        return None
+    order = np.argsort(-d, kind="stable")
+    pts, d = pts[order], d[order]
+    gap = np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=-1)
+    alive = np.ones(len(d), dtype=bool)
+    for i in range(len(d)):
+        if alive[i]:
+            alive[(gap[i] < d[i]) & (d < d[i])] = False
+            alive[i + 1:][(gap[i, i + 1:] < d[i]) & (d[i + 1:] == d[i])] = False
+    return pts[alive], d[alive]
+
+
+def backproject(image, table: MaterialTable, *, normalized: bool = False, seed: int = 0) -> Backprojection:
+    """Recover (matrix, particle, radius, volume fraction) from a material image (module docstring).
+
+    Parameters
+    ----------
+    image : array (3, ny, nx)
+        (E [GPa], nu, rho [g/cm^3]) per pixel, or the normalized values with ``normalized=True``.
+    table : MaterialTable
+        The available materials.
+    seed : int
+        Seed of the mixture fit's initialization.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    img = np.asarray(image, dtype=float)
+    if img.ndim != 3 or img.shape[0] != 3 or min(img.shape[1:]) < 4 or not np.all(np.isfinite(img)):
+        raise InvalidValueError(f"image: expected a finite (3, ny, nx) material image, got {describe(image)}")
+    x = (img if normalized else normalize(np.moveaxis(img, 0, -1)).transpose(2, 0, 1)).reshape(3, -1).T
+    shape = img.shape[1:]
+    if np.ptp(x, axis=0).max() < 1e-9:  # a single material
+        means, labels, variance = x[:1].repeat(2, 0), np.zeros(len(x), dtype=int), 0.0
+    else:
+        gmm = GaussianMixture(2, covariance_type="spherical", random_state=seed, n_init=1).fit(x)
+        means, labels, variance = gmm.means_, gmm.predict(x), float(gmm.covariances_.sum())
+    masks = [labels.reshape(shape) == k for k in (0, 1)]
+    found = []
+    for k in (0, 1):
+        circles = _circles(masks[k]) if masks[k].any() and not masks[k].all() else None
+        if circles is not None:
+            found.append((float(np.var(circles[1])), k, circles))
+    detected = bool(found)
+    if detected:
+        _, k, (pts, radii) = min(found, key=lambda t: t[0])
+        radius_px = float(np.median(radii)) + RADIUS_OFFSET
+        centers = (pts[:, ::-1] + 0.5) / np.array(shape[::-1])
+    else:
+        from scipy.ndimage import label as components
+
+        k = int(masks[1].sum() < masks[0].sum()) if masks[1].any() else 0
+        n_parts = components(masks[k])[1] if masks[k].any() and not masks[k].all() else 0
+        radius_px = float(np.sqrt(masks[k].sum() / n_parts / np.pi)) if n_parts else float("nan")
+        centers = np.zeros((0, 2))
+    vf = float(masks[k].mean()) if not masks[k].all() else 0.0
+    if vf == 0.0:
+        radius_px = float("nan")
+    idx, dist = table.nearest(means, normalized=True)
+    from .materials import denormalize
+
+    return Backprojection(matrix=int(idx[1 - k]), particle=int(idx[k]), radius=radius_px / max(shape),
+                          volume_fraction=vf, matrix_estimate=denormalize(means[1 - k]),
+                          particle_estimate=denormalize(means[k]), distance=float(dist.sum()), variance=variance,
+                          centers=centers, detected=detected)
+
+
+def k_theta(result: Backprojection, table: MaterialTable, *, n: int = 10, seed: int = 0) -> float:
+    """Bulk modulus of a backprojected design, averaged over ``n`` re-sampled microstructures.
+
+    Each microstructure draws its particle count with the stochastic rule (`particle_count` with a
+    generator) and random positions (generator ``[seed, i]``). NaN if the particles cannot be placed
+    (a radius or volume fraction beyond what random placement can pack).
+    """
+    from .homogenize import bulk_modulus
+    from .microstructure import sample_microstructure
+
+    matrix, particle = table.values[result.matrix], table.values[result.particle]
+    if result.volume_fraction == 0.0 or not np.isfinite(result.radius):
+        return float(bulk_modulus(np.full((64, 64), matrix[0]), np.full((64, 64), matrix[1])))
+    radius = float(np.clip(result.radius, 1.0 / 64, 0.45))
+    try:
+        fields = [sample_microstructure(matrix, particle, radius, result.volume_fraction, [seed, i]) for i in range(n)]
+    except SolverError:
+        return float("nan")
+    e = np.stack([f[0] for f in fields])
+    v = np.stack([f[1] for f in fields])
+    return float(np.mean(bulk_modulus(e, v)))
