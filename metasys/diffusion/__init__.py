@@ -5,6 +5,8 @@
 - :func:`candidate_generator` — the generator hook of ``metasys.selection.candidates.diverse_candidates``
   (:func:`default_generator`: the same over the shipped weights, None without them)
 - :class:`~metasys.diffusion.hyperelastic.HyperelasticTension` — neo-Hookean tension response (``response=``)
+- :class:`~metasys.diffusion.plastic.PlasticTension`, :func:`~metasys.diffusion.plastic.plastic_tension_curve`,
+  :func:`~metasys.diffusion.plastic.design_plastic` — elasto-plastic (J2) tension curves and the two-field design
 - :func:`append_generated` — store generated cells in a database with provenance ``"generated"``
 - :func:`train_diffusion` — training (resumable, seeded)
 
@@ -20,6 +22,8 @@ _EXPORTS = {
     "bulk_modulus": "guided", "bulk_modulus_loss": "guided", "diversity": "guided", "frac": "guided",
     "guided_sample": "guided",
     "HyperelasticTension": "hyperelastic", "Schedule": "schedule", "train_diffusion": "train", "UNetConfig": "unet",
+    "PlasticTension": "plastic", "plastic_tension_curve": "plastic", "design_plastic": "plastic",
+    "paper_plastic_curves": "plastic", "parametric_curve": "plastic", "plastic_loss": "plastic",
 }
 
 __all__ = sorted(_EXPORTS)
