@@ -5,10 +5,9 @@ general periodic solver (the same cells shifted by one pixel, which breaks the m
 without changing C), jax-fem's assembly with a sparse direct solve (on a subset), and the JAX
 value-and-gradient path. Usage: ``python benchmarks/homogenize.py [--cells 1000]``.
 
-Measured on the 2-core machine while other jobs kept the load average at about 5 (original
-kernel run just before, same conditions): general path 68-70 -> 214-222 cells/s, symmetric path
-593-611 -> 856-898 cells/s; first call 0.37 s with numba's disk cache, 16-18 s compiling from an
-empty one (the original kernel: 4 s).
+Measured on the 2-core machine with the load average at 9-10 (other jobs), previous kernel run just
+before each, same conditions: general path 74-81 -> 97-121 cells/s (8-cell SIMD lane groups); first
+call 1.1-1.4 s with numba's disk cache, 75 s compiling from an empty one at that load.
 """
 
 from __future__ import annotations
@@ -59,8 +58,8 @@ def main():
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, load average {load} (1, 5, 15 min)")
     start = time.perf_counter()
-    homogenize(cells[:2])  # compile (or load from numba's cache) the kernels and build the patterns once
-    homogenize(shifted[:2])
+    homogenize(cells[:9])  # compile (or load from numba's cache) the kernels and build the patterns once:
+    homogenize(shifted[:9])  # 9 cells take both the 8-cell group kernel and the single-cell one
     print(f"first calls (kernels compiled or loaded from the numba cache, patterns built): {time.perf_counter() - start:.2f} s")
     c_fast = np.empty((len(cells), 3, 3))
     c_general = np.empty((len(cells), 3, 3))

@@ -221,6 +221,20 @@ def test_cells_without_ersatz_void_but_no_floppy_part_still_solve():
     np.testing.assert_allclose(c0, homogenize(cell, Material(E_void=1e-12)), rtol=1e-9)
 
 
+
+@pytest.mark.parametrize("n", [8, 12, 13])
+def test_lane_groups_match_single_cells_and_name_the_singular_one(rng, n):
+    # Groups of 8 cells are factorized together (a cell per SIMD lane); a remainder of up to 4 cells
+    # is solved cell by cell, a larger one as a group padded with copies of its first cell.
+    cells = (rng.random((n, 10, 10)) < 0.6).astype(float)
+    alone = np.stack([homogenize(cell) for cell in cells])
+    np.testing.assert_allclose(homogenize(cells), alone, rtol=1e-12, atol=1e-14)
+    solid = np.ones((n, 10, 10))
+    solid[:, 4, 5] = solid[:, 7, 2] = 0.0  # regular without ersatz void, and not symmetric: all in one solve
+    solid[n - 2] = _hinged_pixel_cell(10, 2, 2, (1, 1))
+    with pytest.raises(SolverError, match=f"system {n - 2} of the batch"):
+        homogenize(solid, Material(E_void=0.0))
+
 @pytest.mark.parametrize("material", [Material(), Material(E=2.5, nu=0.3, plane="strain")])
 def test_two_by_two_cells(material):
     np.testing.assert_allclose(homogenize(np.ones((2, 2)), material), material.constitutive(), atol=1e-12 * material.E)

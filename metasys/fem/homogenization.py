@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InvalidCellError, InvalidTypeError, InvalidValueError, describe
 from ..material import Material
 from .element import NODE_OFFSETS, affine_displacements, element_stiffness, strain_displacement
-from .multifrontal import MultifrontalPattern
+from .multifrontal import LANES, MultifrontalPattern
 
 EDGES = ("left", "right", "bottom", "top")
 
@@ -121,7 +121,8 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
     material : Material
         Base material and density interpolation.
     batch_size : int, keyword-only
-        Cells solved together (a tuning knob: memory grows with it, results do not depend on it).
+        Cells solved together, rounded up to a multiple of 8 (a tuning knob: memory grows with it, results
+        do not depend on it).
     progress : bool, keyword-only
         Show a progress bar.
 
@@ -155,10 +156,11 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
     groups = [(np.flatnonzero(sym), _homogenize_symmetric), (np.flatnonzero(~sym), _homogenize_general)]
     from ..progress import progress_bar
 
+    step = _lane_multiple(batch_size)
     with progress_bar("homogenize", total=n, enabled=progress) as advance:
         for idx, solver in groups:
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start : start + batch_size]
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
                 out[chunk] = solver(moduli[chunk], ke, u0)
                 advance(len(chunk))
     out = 0.5 * (out + np.swapaxes(out, 1, 2))
@@ -170,9 +172,20 @@ def _check_batch_size(batch_size) -> None:
         raise InvalidValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
 
 
+def _lane_multiple(batch_size: int) -> int:
+    """``batch_size`` rounded up to whole groups of the solver's LANES cells.
+
+    The solver factorizes full groups of cells together and a small remainder cell by cell (same
+    values up to round-off): with batches of whole groups, only the call's last cells can fall in
+    a remainder, so that the results do not depend on the batch size, to the last bit.
+    """
+    return -(-batch_size // LANES) * LANES
+
+
 def _batches(n: int, batch_size: int):
-    """Slices of at most ``batch_size`` of ``range(n)``."""
-    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    """Slices of ``range(n)``, at most ``batch_size`` rounded up to whole lane groups each (see `_lane_multiple`)."""
+    step = _lane_multiple(batch_size)
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def homogenize_quarter_gradient(quarters, material: Material = Material(), *, batch_size: int = 128):

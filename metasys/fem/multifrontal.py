@@ -4,8 +4,8 @@ Homogenizing a database means solving thousands of small systems whose matrices 
 the element moduli. A general sparse solver called cell by cell spends most of its time in
 symbolic analysis and call overhead. Here the symbolic work (a nested dissection of the element
 grid into rectangular patches, the front of every patch and the index maps between fronts) is done
-once per pattern in NumPy, and the numeric work runs in a compiled kernel (numba) that factorizes
-one cell's fronts after another, cells in parallel across threads.
+once per pattern in NumPy, and the numeric work runs in compiled kernels (numba), cells in
+parallel across threads.
 
 The systems are ``K x = b`` with ``K = sum_e w_e P_e^T k P_e`` and ``b = sum_e w_e P_e^T f``, where
 ``k`` (8, 8) and ``f`` (8, L) are shared by all elements and ``w`` (N, ny, nx) are per-cell element
@@ -14,11 +14,19 @@ weights (moduli). ``K`` must be symmetric positive definite.
 Numerics: a front of ``ni`` pivots and ``nb`` boundary unknowns is held as its pivot rows F
 (ni, ni + nb + L), written straight into the factor storage kept for the back substitution, and its
 trailing block T (nb, nb + L), computed in place on one of two stacks (by depth parity, post-order:
-the children's blocks lie on the other one). Upper triangles only. The dense eliminations, where
-nearly all the work is, are blocked eight pivots at a time: the panel's diagonal block is factored,
-its rows solved two at a time, and F's remaining rows and T updated from a contiguous copy of the
-panel, two rows per pass (unit-stride slices that LLVM vectorizes). Children's blocks are added
-run by run (consecutive positions). Cells are split over ``numba.get_num_threads()`` threads.
+the children's blocks lie on the other one). Upper triangles only. Children's blocks are added run
+by run (consecutive positions).
+
+Batches are factorized LANES (8) cells at a time, one cell per SIMD lane: every entry of every
+front is a vector of the group's LANES values, so each operation of the elimination is one vector
+instruction whatever the front size (most fronts are small: 385 of the 511 fronts of a 50 x 50
+periodic cell have fewer than 60 unknowns, where row-wise vectorization does poorly). The
+eliminations take four pivots at a time, then update the rest of F and T by all four, two rows per
+pass. Single cells (and a remainder of at most LANES / 2 cells) are factorized one by one, with
+the rows vectorized instead: eight pivots at a time, the panel's diagonal block factored, its rows
+solved two at a time, and F's remaining rows and T updated from a contiguous copy of the panel,
+two rows per pass (unit-stride slices that LLVM vectorizes). Work is split over
+``numba.get_num_threads()`` threads.
 
 A pivot is accepted only if it exceeds ``PIVOT_RTOL`` times the diagonal entry of its row in ``K``
 (before elimination): a singular ``K`` (a zero modulus, a solid island or a pixel hinged at one
@@ -33,8 +41,9 @@ import os
 
 import numba
 import numpy as np
-from numba.core import types
-from numba.extending import intrinsic
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, register_model
 
 from ..errors import SolverError
 
@@ -229,15 +238,30 @@ class MultifrontalPattern:
                           self._stack_peak[1, 0] + n_load * self._stack_peak[1, 1],
                           factor[0] + n_load * factor[1], self._front_width + n_load], dtype=np.int64)
         failed = np.zeros(len(w), dtype=bool)
-        args = (w, ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs, self.elem_ptr,
-                self.elem_ids, self.elem_pos, self.elem_order, self.elem_skip, self.child_ptr, self.child_ids, self.up_ptr,
-                self.up_pos, self.up_run_end, self.element_dofs, modes, self.n_unknowns, sizes, PIVOT_RTOL, energy, x,
-                return_solution, energy_form)
-        n_threads = max(1, min(numba.get_num_threads(), len(w)))
+        # Full groups of LANES cells go to the lanes kernel. A remainder of at most LANES / 2 cells is
+        # solved cell by cell: a group costs about as much as four or five single-cell solves, whatever the
+        # number of cells in it (single cells, e.g. in gradient loops, keep their latency).
+        rest = len(w) % LANES
+        n_grouped = len(w) - rest if rest <= LANES // 2 else len(w)
+        n_groups = -(-n_grouped // LANES)
+
+        def args(lo, hi):
+            return (w[lo:hi], ke, fe, u0, self.n_interior, self.n_boundary, self.parity, self.dofs_ptr, self.dofs,
+                    self.elem_ptr, self.elem_ids, self.elem_pos, self.elem_order, self.elem_skip, self.child_ptr,
+                    self.child_ids, self.up_ptr, self.up_pos, self.up_run_end, self.element_dofs, modes, self.n_unknowns,
+                    sizes, PIVOT_RTOL, energy[lo:hi], x[lo:hi], return_solution, energy_form)
+
+        n_threads = max(1, min(numba.get_num_threads(), n_groups + len(w) - n_grouped))
+
+        def work(first):
+            # Threads take groups, then single cells, in turn (round robin over both).
+            _solve_groups(*args(0, n_grouped), first, n_threads, failed[:n_grouped])
+            _solve_strided(*args(n_grouped, len(w)), (first - n_groups) % n_threads, n_threads, failed[n_grouped:])
+
         if n_threads == 1:
-            _solve_strided(*args, 0, 1, failed)
-        else:  # cells split over threads (numba's prange would triple the first compilation for nothing)
-            list(_pool(n_threads).map(lambda first: _solve_strided(*args, first, n_threads, failed), range(n_threads)))
+            work(0)
+        else:  # work split over threads (numba's prange would triple the first compilation for nothing)
+            list(_pool(n_threads).map(work, range(n_threads)))
         if failed.any():
             raise SolverError(f"system {int(np.flatnonzero(failed)[0])} of the batch is singular or not positive definite "
                               "(a zero or negative modulus, or a part held by nothing or by a single node?)")
@@ -267,29 +291,124 @@ def _pool(n_threads: int):
 
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
-_EB = 64  # elements per block in the energy sum
-# Reassociation and fused multiply-add let LLVM vectorize the update loops; NaN/inf semantics are kept
-# so that the pivot test still catches a matrix that is not positive definite.
+# Reassociation and fused multiply-add let LLVM vectorize the remaining scalar loops; NaN/inf semantics
+# are kept so that the pivot test still catches a matrix that is not positive definite.
+
+LANES = 8
+"""Cells factorized together, one per SIMD lane (eight doubles: one AVX-512 register, two AVX2 ones)."""
+
+_VEC = ir.VectorType(ir.DoubleType(), LANES)
+
+
+class _LanesType(types.Type):
+    """One double per cell of a group, held as one LLVM vector.
+
+    All cells share the pattern, so every front operation is the same for the cells of a group: with
+    the cells' entries side by side (the lane index innermost in every array), each scalar operation
+    of the single-cell algorithm becomes one vector instruction, whatever the front size. numba
+    leaves LLVM's SLP vectorizer off, so the vectors are spelled out (`_load`, `_store`, `_fma`).
+    """
+
+    def __init__(self):
+        super().__init__(name="Lanes")
+
+
+_LANES_T = _LanesType()
+
+
+@register_model(_LanesType)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _lanes_pointer(context, builder, array_type, array, index_type, index):
+    data = context.make_array(array_type)(context, builder, array).data
+    at = context.cast(builder, index, index_type, types.intp)
+    return builder.bitcast(builder.gep(data, [at]), _VEC.as_pointer())
 
 
 @intrinsic
-def _not_inlined(typingctx):
-    """Keep LLVM from inlining the calling function (a large one, compiled once, not again into each caller)."""
-    def codegen(context, builder, signature, args):
-        builder.function.attributes.add("noinline")
+def _load(typingctx, a, i):
+    """Lanes ``a[i : i + LANES]`` of a contiguous float64 array."""
+    def codegen(context, builder, sig, args):
+        return builder.load(_lanes_pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1]), align=8)
+
+    return _LANES_T(a, i), codegen
+
+
+@intrinsic
+def _store(typingctx, a, i, v):
+    """``a[i : i + LANES] = v``."""
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _lanes_pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1]), align=8)
         return context.get_dummy_value()
 
-    return types.none(), codegen
+    return types.none(a, i, v), codegen
+
+
+@intrinsic
+def _splat(typingctx, x):
+    """All lanes equal to the float ``x``."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.float64)
+        one = builder.insert_element(ir.Constant(_VEC, None), value, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+    return _LANES_T(x), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` lane by lane, fused."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{LANES}f64")
+        return builder.call(fn, args)
+
+    return _LANES_T(_LANES_T, _LANES_T, _LANES_T), codegen
+
+
+@intrinsic
+def _neg(typingctx, a):
+    def codegen(context, builder, sig, args):
+        return builder.fsub(ir.Constant(_VEC, [-0.0] * LANES), args[0])
+
+    return _LANES_T(_LANES_T), codegen
+
+
+@intrinsic
+def _add(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return _LANES_T(_LANES_T, _LANES_T), codegen
+
+
+@intrinsic
+def _mul(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+
+    return _LANES_T(_LANES_T, _LANES_T), codegen
+
+
+@intrinsic
+def _div(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(args[0], args[1])
+
+    return _LANES_T(_LANES_T, _LANES_T), codegen
 
 
 @intrinsic
 def _kernel_attributes(typingctx):
     """Mark the calling function as a kernel: not inlined, and built with 512-bit vectors if the CPU has them.
 
-    Not inlining the kernels into the per-cell driver (they are called from several places) keeps
-    the first compilation short (28 s down to a few s); a call costs nothing next to the loops.
-    LLVM defaults to 256-bit vectors on AVX-512 CPUs; the update kernels gain 10-20 % with 512
-    (elsewhere the hint is void). The width is a plain function attribute, added if llvmlite lets us.
+    Not inlining the kernels into the drivers (some are called from several places) keeps the first
+    compilation short (28 s down to a few s); a call costs nothing next to the loops. LLVM defaults
+    to 256-bit vectors on AVX-512 CPUs: the single-cell update loops gain 10-20 % with 512, and the
+    eight-lane vectors stay whole (elsewhere the hint is void). The width is a plain function
+    attribute, added if llvmlite lets us.
     """
     def codegen(context, builder, signature, args):
         builder.function.attributes.add("noinline")
@@ -297,6 +416,19 @@ def _kernel_attributes(typingctx):
             set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         except Exception:  # pragma: no cover - llvmlite internals changed: keep the default width
             pass
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+_EB = 64  # elements per block in the energy sum
+
+
+@intrinsic
+def _not_inlined(typingctx):
+    """Keep LLVM from inlining the calling function (a large one, compiled once, not again into each caller)."""
+    def codegen(context, builder, signature, args):
+        builder.function.attributes.add("noinline")
         return context.get_dummy_value()
 
     return types.none(), codegen
@@ -409,19 +541,6 @@ def _panel4(p, u, inv, lo, hi):
         x2 = (p2[j] - u02 * a0 - u12 * a1) * i2
         p2[j] = x2
         p3[j] = (p3[j] - u03 * a0 - u13 * a1 - u23 * x2) * i3
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _update1(a, k, r0, m, cols):
-    """``a[i, j] -= a[k, i] a[k, j]`` for ``r0 <= i < m``, ``i <= j < cols``."""
-    pk = a[k]
-    for i in range(r0, m):
-        s = pk[i]
-        if s != 0.0:
-            ai = a[i, i:cols]
-            q = pk[i:cols]
-            for j in range(cols - i):
-                ai[j] -= s * q[j]
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -711,3 +830,309 @@ def _solve_strided(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr
         failed[s] = not ok
         if ok and want_solution:
             x[s] = xs
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _update(a, p0, p1, p2, p3, r0, r1, shift):
+    """``a[r, c] -= sum_q p_q[r + shift] p_q[c + shift]`` for ``r0 <= r < r1``, ``r <= c`` (entries of LANES lanes).
+
+    ``a`` (rows, width * LANES) is the upper triangle of a front block, ``p_q`` four pivot rows (a
+    zero row where a group has fewer pivots). Two rows a pass, so that each load of the pivot rows
+    feeds eight fused multiply-adds.
+    """
+    _kernel_attributes()
+    width = a.shape[1] // LANES
+    r = r0
+    while r < r1:
+        ar = a[r]
+        o = (r + shift) * LANES
+        s0, s1, s2, s3 = _neg(_load(p0, o)), _neg(_load(p1, o)), _neg(_load(p2, o)), _neg(_load(p3, o))
+        first = r * LANES
+        v = _fma(s0, _load(p0, o), _fma(s1, _load(p1, o), _fma(s2, _load(p2, o), _fma(s3, _load(p3, o), _load(ar, first)))))
+        _store(ar, first, v)
+        if r + 1 == r1:
+            for c in range(r + 1, width):
+                at, po = c * LANES, (c + shift) * LANES
+                v = _fma(s0, _load(p0, po), _fma(s1, _load(p1, po), _fma(s2, _load(p2, po), _fma(s3, _load(p3, po), _load(ar, at)))))
+                _store(ar, at, v)
+            break
+        br = a[r + 1]
+        o += LANES
+        t0, t1, t2, t3 = _neg(_load(p0, o)), _neg(_load(p1, o)), _neg(_load(p2, o)), _neg(_load(p3, o))
+        for c in range(r + 1, width):
+            at, po = c * LANES, (c + shift) * LANES
+            q0, q1, q2, q3 = _load(p0, po), _load(p1, po), _load(p2, po), _load(p3, po)
+            _store(ar, at, _fma(s0, q0, _fma(s1, q1, _fma(s2, q2, _fma(s3, q3, _load(ar, at))))))
+            _store(br, at, _fma(t0, q0, _fma(t1, q1, _fma(t2, q2, _fma(t3, q3, _load(br, at))))))
+        r += 2
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _solve_group(wl, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, elem_order, elem_skip,
+                 child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0, stack1, factor,
+                 zero, inv, upd_off, fac_off, xl, x, energy, bad, want_x, energy_form, ebuf):
+    """Factorize the LANES cells of a group front by front (post-order), then solve.
+
+    Every array holds LANES lanes per entry, lane innermost: ``wl`` (elements * LANES) the weights,
+    ``x`` ((n + 1) * L * LANES) the solutions, ``energy`` (L * L * LANES). A front of ``ni``
+    eliminated and ``nb`` boundary unknowns is held as its factor rows ``F`` (ni, ni + nb + L),
+    written straight into ``factor``, and its trailing block ``T`` (nb, nb + L), computed in place on
+    the stack of its depth parity. Upper triangles only. A lane whose pivot fails the test is marked
+    in ``bad`` and goes on with pivot 1 (its results are discarded), so the other lanes are solved.
+    """
+    _kernel_attributes()
+    n_load = fe.shape[1]
+    n_fronts = len(n_int)
+    n = len(diag) // LANES - 1
+    # Diagonal of K, the scale of each row's pivot.
+    diag[:] = 0.0
+    for e in range(len(element_dofs)):
+        we = _load(wl, e * LANES)
+        for i in range(8):
+            at = element_dofs[e, i] * LANES
+            _store(diag, at, _fma(we, _splat(ke[i, i]), _load(diag, at)))
+    sp0 = 0
+    sp1 = 0
+    fp = 0
+    for f in range(n_fronts):
+        ni = n_int[f]
+        nb = n_bnd[f]
+        m = ni + nb
+        cols = m + n_load
+        wt = nb + n_load
+        # Pop the children (on the other stack); the trailing block goes on top of this front's stack.
+        if child_ptr[f] < child_ptr[f + 1]:
+            first = upd_off[child_ids[child_ptr[f]]]
+            if parity[f] == 0:
+                sp1 = first
+            else:
+                sp0 = first
+        if parity[f] == 0:
+            stk, other, sp = stack0, stack1, sp0
+        else:
+            stk, other, sp = stack1, stack0, sp1
+        fa = factor[fp * LANES : (fp + ni * cols) * LANES].reshape((ni, cols * LANES))
+        t = stk[sp * LANES : (sp + nb * wt) * LANES].reshape((nb, wt * LANES))
+        for i in range(ni):
+            fa[i, i * LANES :] = 0.0
+        for i in range(nb):
+            t[i, i * LANES :] = 0.0
+        # Element contributions (leaves): upper triangle only, the matrix is symmetric; local dofs
+        # taken in the order of their positions, prescribed ones (position -1) skipped.
+        for e in range(elem_ptr[f], elem_ptr[f + 1]):
+            we = _load(wl, elem_ids[e] * LANES)
+            order = elem_order[e]
+            for a in range(elem_skip[e], 8):
+                i = order[a]
+                pi = elem_pos[e, i]
+                if pi < ni:
+                    row, off = fa[pi], 0
+                else:
+                    row, off = t[pi - ni], ni
+                for b in range(a, 8):
+                    j = order[b]
+                    at = (elem_pos[e, j] - off) * LANES
+                    _store(row, at, _fma(we, _splat(ke[i, j]), _load(row, at)))
+                for load in range(n_load):
+                    at = (m - off + load) * LANES
+                    _store(row, at, _fma(we, _splat(fe[i, load]), _load(row, at)))
+        # Extend-add of the children's Schur complements, run by run of consecutive positions here.
+        for c_at in range(child_ptr[f], child_ptr[f + 1]):
+            c = child_ids[c_at]
+            nbc = n_bnd[c]
+            wc = nbc + n_load
+            src = other[upd_off[c] * LANES : (upd_off[c] + nbc * wc) * LANES].reshape((nbc, wc * LANES))
+            pos = up_pos[up_ptr[c] : up_ptr[c + 1]]
+            run_end = up_run_end[up_ptr[c] : up_ptr[c + 1]]
+            for i in range(nbc):
+                pi = pos[i]
+                if pi < ni:
+                    row, off = fa[pi], 0
+                else:
+                    row, off = t[pi - ni], ni
+                s = src[i]
+                j = i
+                while j < nbc:
+                    e = run_end[j]
+                    to = (pos[j] - off - j) * LANES
+                    for q in range(j * LANES, e * LANES, LANES):
+                        _store(row, to + q, _add(_load(row, to + q), _load(s, q)))
+                    j = e
+                to = (m - off - nbc) * LANES
+                for q in range(nbc * LANES, wc * LANES, LANES):
+                    _store(row, to + q, _add(_load(row, to + q), _load(s, q)))
+        # Partial Cholesky of the ni pivots, four at a time: the group's rows are factored (each
+        # updated by the group's earlier rows), then the rest of F and T by the four rows at once.
+        fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
+        for k0 in range(0, ni, 4):
+            k1 = min(k0 + 4, ni)
+            for k in range(k0, k1):
+                rk = fa[k]
+                for q in range(k0, k):
+                    rq = fa[q]
+                    s = _neg(_load(rq, k * LANES))
+                    for at in range(k * LANES, cols * LANES, LANES):
+                        _store(rk, at, _fma(s, _load(rq, at), _load(rk, at)))
+                for lane in range(LANES):
+                    v = rk[k * LANES + lane]
+                    if not v > rtol * diag[fd[k] * LANES + lane]:
+                        bad[lane] = True
+                        v = 1.0
+                    d = np.sqrt(v)
+                    rk[k * LANES + lane] = d
+                    inv[lane] = 1.0 / d
+                scale = _load(inv, 0)
+                for at in range((k + 1) * LANES, cols * LANES, LANES):
+                    _store(rk, at, _mul(scale, _load(rk, at)))
+            if k1 < m:
+                p0 = fa[k0]
+                p1 = fa[k0 + 1] if k0 + 1 < k1 else zero
+                p2 = fa[k0 + 2] if k0 + 2 < k1 else zero
+                p3 = fa[k0 + 3] if k0 + 3 < k1 else zero
+                _update(fa, p0, p1, p2, p3, k1, ni, 0)
+                _update(t, p0, p1, p2, p3, 0, nb, ni)
+        if not energy_form:
+            for k in range(ni):
+                for l1 in range(n_load):
+                    y1 = _load(fa[k], (m + l1) * LANES)
+                    for l2 in range(n_load):
+                        at = (l1 * n_load + l2) * LANES
+                        _store(energy, at, _fma(y1, _load(fa[k], (m + l2) * LANES), _load(energy, at)))
+        upd_off[f] = sp
+        if parity[f] == 0:
+            sp0 = sp + nb * wt
+        else:
+            sp1 = sp + nb * wt
+        fac_off[f] = fp
+        if want_x:
+            fp += ni * cols
+    if want_x:
+        _back_substitution(n_int, n_bnd, dofs_ptr, dofs, factor, fac_off, xl, x, n_load)
+    if energy_form:
+        _element_energy(wl, u0, element_dofs, modes, x, energy, ebuf)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _back_substitution(n_int, n_bnd, dofs_ptr, dofs, factor, fac_off, xl, x, n_load):
+    """``x`` from the factor rows, fronts in reverse order, on a contiguous copy of each front's unknowns.
+
+    ``xl`` holds a front's unknowns load case by load case; ``x[n]`` is the zero slot of prescribed
+    unknowns. Each dot product runs on two accumulators (two chains of dependent fused multiply-adds).
+    """
+    _kernel_attributes()
+    n = len(x) // (n_load * LANES) - 1
+    width = len(xl) // n_load
+    x[n * n_load * LANES :] = 0.0
+    for f in range(len(n_int) - 1, -1, -1):
+        ni = n_int[f]
+        m = ni + n_bnd[f]
+        cols = m + n_load
+        fd = dofs[dofs_ptr[f] : dofs_ptr[f + 1]]
+        fa = factor[fac_off[f] * LANES : (fac_off[f] + ni * cols) * LANES].reshape((ni, cols * LANES))
+        for load in range(n_load):
+            xs = xl[load * width : (load + 1) * width]
+            for j in range(ni, m):
+                _store(xs, j * LANES, _load(x, (fd[j] * n_load + load) * LANES))
+            for k in range(ni - 1, -1, -1):
+                r = fa[k]
+                acc0 = _load(r, (m + load) * LANES)
+                acc1 = _splat(0.0)
+                j = k + 1
+                while j + 1 < m:
+                    acc0 = _fma(_neg(_load(r, j * LANES)), _load(xs, j * LANES), acc0)
+                    acc1 = _fma(_neg(_load(r, (j + 1) * LANES)), _load(xs, (j + 1) * LANES), acc1)
+                    j += 2
+                if j < m:
+                    acc0 = _fma(_neg(_load(r, j * LANES)), _load(xs, j * LANES), acc0)
+                _store(xs, k * LANES, _div(_add(acc0, acc1), _load(r, k * LANES)))
+            for k in range(ni):
+                _store(x, (fd[k] * n_load + load) * LANES, _load(xs, k * LANES))
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _element_energy(wl, u0, element_dofs, modes, x, energy, ebuf):
+    """Minimum energy ``sum_e w_e (u0 - x_e)^T ke (u0 - x_e)``: non-negative terms, no cancellation.
+
+    With ke = W W^T (W = ``modes``, its eigenvectors of non-zero eigenvalue scaled by their square
+    roots), an element's energy is |W^T u_e|^2: the rigid part of u_e (the null space of ke) drops
+    out exactly instead of leaving the round-off of ke times a large displacement, e.g. of a nearly
+    rigid solid layer sliding and turning on a soft one. Displacements are taken relative to the
+    element's first node (ke annihilates translations).
+    """
+    _kernel_attributes()
+    n_load = u0.shape[1]
+    n_modes = modes.shape[1]
+    ub = ebuf[: 8 * n_load * LANES]
+    zb = ebuf[8 * n_load * LANES : (8 + n_modes) * n_load * LANES]
+    for e in range(len(element_dofs)):
+        g0 = element_dofs[e, 0]
+        g1 = element_dofs[e, 1]
+        for i in range(8):
+            g = element_dofs[e, i]
+            ref = g0 if i % 2 == 0 else g1
+            for load in range(n_load):
+                moved = _add(_load(x, (g * n_load + load) * LANES), _neg(_load(x, (ref * n_load + load) * LANES)))
+                _store(ub, (i * n_load + load) * LANES, _add(_splat(u0[i, load] - u0[i % 2, load]), _neg(moved)))
+        for r in range(n_modes):
+            for load in range(n_load):
+                z = _splat(0.0)
+                for i in range(8):
+                    z = _fma(_splat(modes[i, r]), _load(ub, (i * n_load + load) * LANES), z)
+                _store(zb, (r * n_load + load) * LANES, z)
+        we = _load(wl, e * LANES)
+        for l1 in range(n_load):
+            for l2 in range(n_load):
+                acc = _splat(0.0)
+                for r in range(n_modes):
+                    acc = _fma(_load(zb, (r * n_load + l1) * LANES), _load(zb, (r * n_load + l2) * LANES), acc)
+                at = (l1 * n_load + l2) * LANES
+                _store(energy, at, _fma(we, acc, _load(energy, at)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_groups(w, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, elem_order,
+                  elem_skip, child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, n, sizes, rtol, energy,
+                  x, want_solution, energy_form, first, step, failed):
+    """Groups first, first + step, ... of LANES cells with one workspace (a worker thread's share; the GIL is released).
+
+    A last group of fewer cells fills its spare lanes with its first cell (solved, then dropped).
+    """
+    n_cells = len(w)
+    n_elem = w.shape[1]
+    n_load = fe.shape[1]
+    want_x = want_solution or energy_form
+    wl = np.empty(n_elem * LANES)
+    diag = np.empty((n + 1) * LANES)
+    # Only the upper triangles of the fronts are ever read, and they are zeroed front by front.
+    stack0 = np.empty(sizes[0] * LANES)
+    stack1 = np.empty(sizes[1] * LANES)
+    factor = np.empty(sizes[2] * LANES)
+    zero = np.zeros(sizes[3] * LANES)
+    inv = np.ones(LANES)
+    xl = np.zeros(n_load * sizes[3] * LANES)
+    ebuf = np.zeros((8 + modes.shape[1]) * n_load * LANES)
+    upd_off = np.zeros(len(n_int), dtype=np.int64)
+    fac_off = np.zeros(len(n_int), dtype=np.int64)
+    xs = np.zeros((n + 1 if want_x else 0) * n_load * LANES)
+    el = np.zeros(n_load * n_load * LANES)
+    bad = np.zeros(LANES, dtype=np.bool_)
+    for g in range(first, (n_cells + LANES - 1) // LANES, step):
+        s0 = g * LANES
+        used = min(LANES, n_cells - s0)
+        for e in range(n_elem):
+            for lane in range(LANES):
+                wl[e * LANES + lane] = w[s0 + lane if lane < used else s0, e]
+        el[:] = 0.0
+        bad[:] = False
+        _solve_group(wl, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr, elem_ids, elem_pos, elem_order,
+                     elem_skip, child_ptr, child_ids, up_ptr, up_pos, up_run_end, element_dofs, modes, rtol, diag, stack0,
+                     stack1, factor, zero, inv, upd_off, fac_off, xl, xs, el, bad, want_x, energy_form, ebuf)
+        for lane in range(used):
+            failed[s0 + lane] = bad[lane]
+            for l1 in range(n_load):
+                for l2 in range(n_load):
+                    energy[s0 + lane, l1, l2] = el[(l1 * n_load + l2) * LANES + lane]
+            if want_solution:
+                for i in range(n + 1):
+                    for load in range(n_load):
+                        x[s0 + lane, i, load] = xs[(i * n_load + load) * LANES + lane]
