@@ -238,28 +238,35 @@ SPACE_MAPPING_EVALUATIONS = 300
 """Macro evaluations of a space-mapping round (warm-started from the current optimum)."""
 
 
-def refinement_steps(problem: Problem) -> dict:
-    """Default number of refinement steps, each ending in a full-scale solve: ``space_mapping_rounds`` (a
-    failed round is retried once at half the step, and the retry counts) and ``max_iterations`` (swap moves).
+RELABEL_WEIGHTS = (0.02, 0.05, 0.005)
+"""Compatibility weights (RRMSE per unit of MRF edge energy) a relabel step tries in turn: the next one only when
+the full-scale check rejects the previous one's labels, the first again after a kept step."""
 
-    Grids of at most `SMALL_GRID` elements: 3 rounds and 3 swap moves (on the bridge, one round took a structure
-    from 0.156 to 0.039 and a second to 0.032; a full-scale solve there takes about 10 s). Larger grids: 2 rounds and
-    1 swap move (a smiley solve takes minutes).
+
+def refinement_steps(problem: Problem) -> dict:
+    """Default number of refinement steps, each ending in a full-scale solve: ``relabel_solves`` (label searches
+    on the corrected macro model, `metasys.pipeline.relabel`), ``space_mapping_rounds`` (a failed round is retried
+    once at half the step, and the retry counts) and ``max_iterations`` (swap moves).
+
+    Grids of at most `SMALL_GRID` elements: 4 relabel steps, 1 space-mapping round, no swap move (a full-scale
+    solve there takes about 10 s). Larger grids: 2 relabel steps, 1 round (a smiley solve takes minutes).
     """
     from ..macro.optimization import SMALL_GRID
 
     if problem.width * problem.height <= SMALL_GRID:
-        return {"space_mapping_rounds": 3, "max_iterations": 3}
-    return {"space_mapping_rounds": 2, "max_iterations": 1}
+        return {"relabel_solves": 4, "space_mapping_rounds": 1, "max_iterations": 0}
+    return {"relabel_solves": 2, "space_mapping_rounds": 1, "max_iterations": 0}
 
 
 def _refine(result, problem, context, budget, options):
     """The full-scale refinement of a verified result: (result with the refined design, history).
 
-    1. **Output space mapping** (`_space_mapping`): the macro stage is re-targeted by the discrepancy between the
+    1. **Relabel** (`_relabel`): greedy label searches on the macro model of the chosen cells corrected by the
+       full-scale discrepancy (`metasys.pipeline.relabel.relabel`), each checked at full scale;
+    2. **Output space mapping** (`_space_mapping`): the macro stage is re-targeted by the discrepancy between the
        full-scale and the macro displacements of the current design, re-optimized from its optimum, and the new
-       properties go through candidates, assembly and the full-scale check; kept while the full scale improves.
-    2. **Cell swaps** (`metasys.pipeline.refine.refine`).
+       properties go through candidates, assembly and the full-scale check; kept while the full scale improves;
+    3. **Cell swaps** (`metasys.pipeline.refine.refine`).
     """
     from ..mrf import assemble
     from .refine import refine
@@ -269,9 +276,14 @@ def _refine(result, problem, context, budget, options):
     t = time.perf_counter()
     deadline = np.inf if budget is None else t + float(budget)
     options = {**refinement_steps(problem), **(options or {})}
-    rounds = options.pop("space_mapping_rounds")
+    solves, rounds = options.pop("relabel_solves"), options.pop("space_mapping_rounds")
     unrefined, rrmse_macro = result["rrmse_full"], float(result["macro"].rrmse)
-    result, mapped = _space_mapping(result, problem, context, rounds, deadline)
+    history = [{"stage": "start", "rrmse_full": unrefined, "tried": unrefined, "swaps": 0, "accepted": True,
+                "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]), "time_s": 0.0,
+                "unrefined": unrefined}]
+    result, relabeled = _relabel(result, problem, context, solves, deadline, t)
+    result, mapped = _space_mapping(result, problem, context, rounds, deadline, t)
+    history += relabeled + mapped
     cands = result["candidates"]
     out = refine(problem, cands.cells, cands.properties, result["labels"], result["pairwise"], result["edges"],
                  material=context["database"].material, initial=result.get("fs"),
@@ -284,11 +296,13 @@ def _refine(result, problem, context, budget, options):
     timings["refinement"] = time.perf_counter() - t
     connected = out.history[0]
     if connected["rrmse_full"] != result["rrmse_full"]:  # `connect` changed the structure to make it one part
-        mapped = mapped + [{**connected, "iteration": len(mapped), "stage": "connect", "tried": connected["rrmse_full"],
-                            "accepted": True}]
-    history = mapped + [{**h, "iteration": h["iteration"] + len(mapped) - 1, "stage": "swap"} for h in out.history[1:]]
-    history[0]["unrefined"] = unrefined
-    say(f"refinement: full-scale rrmse {unrefined:.4f} -> {out.rrmse_full:.4f} ({len(mapped) - 1} space-mapping rounds, "
+        history.append({**connected, "stage": "connect", "tried": connected["rrmse_full"], "accepted": True})
+    history += [{**h, "stage": "swap"} for h in out.history[1:]]
+    for k, entry in enumerate(history):
+        entry["iteration"] = k
+    kept = sum(1 for h in relabeled if h["accepted"])
+    say(f"refinement: full-scale rrmse {unrefined:.4f} -> {out.rrmse_full:.4f} ({kept} of {len(relabeled)} relabel "
+        f"steps and {sum(1 for h in mapped if h['accepted'])} of {len(mapped)} space-mapping rounds kept, "
         f"{out.swaps_accepted} swaps kept, {len(history) - 1} full-scale solves, {timings['refinement']:.1f} s)")
     # after space mapping the macro optimum is that of the re-targeted problem; the macro stage's figure stays
     refined = {**result, "rrmse_macro": rrmse_macro, "labels": out.labels, "structure": out.structure,
@@ -297,7 +311,49 @@ def _refine(result, problem, context, budget, options):
     return refined, history
 
 
-def _space_mapping(result, problem, context, rounds, deadline):
+def _relabel(result, problem, context, solves, deadline, t0):
+    """Relabel steps on a verified result: (best result, history entries).
+
+    Each step searches new labels for the current best design (`metasys.pipeline.relabel.relabel`, with the
+    discrepancy of its full-scale solution and a weight of `RELABEL_WEIGHTS`) and checks them at full scale; the
+    labels are kept if the full-scale RRMSE falls. A rejected step moves to the next weight (a search that
+    proposes labels already checked too), a kept one back to the first; the stage ends when every weight is
+    spent or after ``solves`` checks.
+    """
+    from .relabel import relabel
+
+    run = context["run"]
+    say = run["say"]
+    verify = {key: run[key] for key in ("problem", "full_scale", "progress", "say", "timings")}
+    best, history, checked, weight, n = result, [], {result["labels"].tobytes()}, 0, 0
+    while n < solves and weight < len(RELABEL_WEIGHTS) and time.perf_counter() < deadline:
+        cands = best["candidates"]
+        out = relabel(problem, cands.properties, best["labels"], best["pairwise"], best["edges"],
+                      full_displacement=best["full_u"], compatibility_weight=RELABEL_WEIGHTS[weight])
+        if out.swaps == 0 or out.labels.tobytes() in checked:
+            weight += 1
+            continue
+        checked.add(out.labels.tobytes())
+        n += 1
+        solved = {key: best["compatibility"][key] for key in ("mrf_energy", "mrf_lower_bound", "mrf_iterations")}
+        trial = _verify_labels(best["macro"], cands, out.labels, best["edges"], best["pairwise"], solved,
+                               material=context["database"].material, **verify)
+        accepted = trial["rrmse_full"] < best["rrmse_full"]
+        history.append({"stage": "relabel", "tried": trial["rrmse_full"], "swaps": out.swaps, "accepted": bool(accepted),
+                        "estimate": out.predicted - best["rrmse_full"], "weight": RELABEL_WEIGHTS[weight],
+                        "n_components": int(trial["compatibility"]["n_components"]),
+                        "rrmse_full": trial["rrmse_full"] if accepted else best["rrmse_full"],
+                        "time_s": round(time.perf_counter() - t0, 3)})
+        say(f"relabel {n} (weight {RELABEL_WEIGHTS[weight]:g}): {out.swaps} cells changed, predicted "
+            f"{out.predicted:.4f}, full scale {trial['rrmse_full']:.4f} ({'kept' if accepted else 'not better'})")
+        if accepted:
+            best, weight = {**trial, "family": best.get("family")}, 0
+        else:
+            weight += 1
+    return best, history
+
+
+def _space_mapping(result, problem, context, rounds, deadline, t0):
     """Output space mapping rounds on a verified result: (best result, history entries).
 
     The full-scale response F of the design made for macro targets t is modelled as the macro response M plus the
@@ -312,10 +368,7 @@ def _space_mapping(result, problem, context, rounds, deadline):
 
     run, database = context["run"], context["database"]
     say, timings = run["say"], run["timings"]
-    t0 = time.perf_counter()
-    history = [{"iteration": 0, "stage": "start", "rrmse_full": result["rrmse_full"], "tried": result["rrmse_full"],
-                "swaps": 0, "accepted": True, "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]),
-                "time_s": 0.0}]
+    history = []
     best, dofs = result, problem.target_dofs
     shift, step, r = np.zeros(len(dofs)), 1.0, 0
     while r < rounds and time.perf_counter() < deadline:
@@ -335,7 +388,7 @@ def _space_mapping(result, problem, context, rounds, deadline):
         cands = _remake_candidates(new, family, context)
         trial = _assemble_and_verify(new, cands, **run)
         accepted = trial["rrmse_full"] < best["rrmse_full"]
-        history.append({"iteration": r, "stage": "space mapping", "tried": trial["rrmse_full"], "swaps": 0,
+        history.append({"stage": "space mapping", "tried": trial["rrmse_full"], "swaps": 0,
                         "accepted": bool(accepted), "estimate": 0.0, "step": step,
                         "n_components": int(trial["compatibility"]["n_components"]),
                         "rrmse_full": trial["rrmse_full"] if accepted else best["rrmse_full"],
@@ -456,15 +509,31 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     ``verified``: an earlier result of this function; when the MRF assembles the same structure (e.g. it chose
     none of the generated candidates) its full-scale solution is reused instead of solved again.
     """
-    from ..fem.full_scale import solve_full_scale
-    from ..macro.optimization import rrmse
-    from ..mrf import assemble, mrf_from_candidates, solve_mrf
-    from .refine import connect
+    from ..mrf import mrf_from_candidates, solve_mrf
 
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
     mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
     labels = np.asarray(mrf.labels).reshape(problem.height, problem.width)
+    timings["assembly"] += time.perf_counter() - t
+    solved = {"mrf_energy": float(mrf.energy), "mrf_lower_bound": float(mrf.lower_bound),
+              "mrf_iterations": int(mrf.iterations)}
+    return _verify_labels(macro, cands, labels, edges, pairwise, solved, problem=problem, material=database.material,
+                          full_scale=full_scale, progress=progress, say=say, timings=timings, verified=verified)
+
+
+def _verify_labels(macro, cands, labels, edges, pairwise, solved, *, problem, material, full_scale, progress, say, timings,
+                   verified: dict | None = None) -> dict:
+    """Assembly of chosen labels (loose solid parts joined by `connect`) and its full-scale check; a result dict.
+
+    ``solved``: the MRF's figures (``mrf_energy``, ``mrf_lower_bound``, ``mrf_iterations``) for the report.
+    """
+    from ..fem.full_scale import solve_full_scale
+    from ..macro.optimization import rrmse
+    from ..mrf import assemble
+    from .refine import connect
+
+    t = time.perf_counter()
     assembly = assemble(cands, labels)
     if assembly.n_components > 1:
         # loose solid parts carry no load: swap the cells that hold them for candidates that join them or remove them
@@ -473,17 +542,17 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     elapsed = time.perf_counter() - t
     timings["assembly"] += elapsed
     compat = {"theta_G_zero_fraction": float(assembly.theta_G_zero_fraction), "theta_G_mean": float(assembly.theta_G_mean),
-              "theta_M_mean": float(assembly.theta_M_mean), "n_components": int(assembly.n_components),
-              "mrf_energy": float(mrf.energy), "mrf_lower_bound": float(mrf.lower_bound), "mrf_iterations": int(mrf.iterations)}
+              "theta_M_mean": float(assembly.theta_M_mean), "n_components": int(assembly.n_components), **solved}
+    gap = (solved["mrf_energy"] - solved["mrf_lower_bound"]) / max(abs(solved["mrf_energy"]), 1e-12)
     say(f"assembly: {compat['theta_G_zero_fraction']:.1%} of neighbour pairs with theta_G = 0, {compat['n_components']} "
-        f"solid component(s), MRF gap {(mrf.energy - mrf.lower_bound) / max(abs(mrf.energy), 1e-12):.1e} ({elapsed:.1f} s)")
+        f"solid component(s), MRF gap {gap:.1e} ({elapsed:.1f} s)")
     full_u, fine_u, rrmse_full, fs = np.full_like(macro.displacement, np.nan), None, float("nan"), None
     if full_scale and verified is not None and np.array_equal(verified["structure"], assembly.structure):
         full_u, fine_u, rrmse_full, fs = verified["full_u"], verified["fine_u"], verified["rrmse_full"], verified["fs"]
         say(f"full scale: same structure as before, rrmse {rrmse_full:.4f}")
     elif full_scale:
         t = time.perf_counter()
-        fs = solve_full_scale(assembly.structure, problem.conditions, material=database.material, progress=progress,
+        fs = solve_full_scale(assembly.structure, problem.conditions, material=material, progress=progress,
                               keep_solver=True)
         full_u, fine_u = fs.macro_displacement, fs.displacement
         rrmse_full = float(rrmse(full_u, problem))
