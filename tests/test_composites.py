@@ -256,3 +256,19 @@ def test_root_cli_mounts_composites():
 
     assert "composites" in CliRunner().invoke(root, ["--help"]).output
     assert "metasys.composites" in sys.modules
+
+
+def test_jax_wrapper_gives_the_adjoint_gradient():
+    jax = pytest.importorskip("jax")
+    from metasys.composites.differentiable import bulk_modulus_jax
+
+    rng = np.random.default_rng(5)
+    e = rng.uniform(1.0, 300.0, (2, 8, 8))
+    nu = rng.uniform(0.05, 0.45, (2, 8, 8))
+    k, ge, gn = bulk_modulus_and_gradient(e, nu)
+    with jax.enable_x64(True):
+        loss = lambda a, b: ((bulk_modulus_jax(a, b) - 50.0) ** 2).sum()  # noqa: E731
+        g_e, g_nu = jax.grad(loss, argnums=(0, 1))(jax.numpy.asarray(e), jax.numpy.asarray(nu))
+        np.testing.assert_allclose(jax.jit(bulk_modulus_jax)(e, nu), k, rtol=1e-12)
+    np.testing.assert_allclose(g_e, 2 * (k - 50.0)[:, None, None] * ge, rtol=1e-10)
+    np.testing.assert_allclose(g_nu, 2 * (k - 50.0)[:, None, None] * gn, rtol=1e-10)
