@@ -22,6 +22,10 @@ def _fail(exc: Exception):
 
 def diffusion(
     db: Path = typer.Option(None, "--db", help="Database file (default: the shipped databases/default.h5)."),
+    images: Path = typer.Option(None, "--images", help="Train a style prior on an image stack instead of a database: a .npy "
+                                "array (N, H, W) (row 0 at the bottom) or a folder of PNGs (grayscale; RGB converted). "
+                                "1 (white) = solid."),
+    invert: bool = typer.Option(False, "--invert", help="With --images: use 1 - image (dark = solid)."),
     out: Path = typer.Option(..., "--out", help="Model directory to write (an existing checkpoint there is resumed)."),
     steps: int = typer.Option(20000, "--steps", help="Total number of optimizer steps (counted over resumes)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Mini-batch size."),
@@ -40,9 +44,14 @@ def diffusion(
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint in --out and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ):
-    """Train the unconditional diffusion prior (DDPM objective, U-Net, EMA) on a database's cells."""
+    """Train the unconditional diffusion prior (DDPM objective, U-Net, EMA) on a database's cells or an image stack."""
     try:
         from ..errors import InvalidValueError
+
+        if db is not None and images is not None:
+            raise InvalidValueError(f"--db {str(db)!r} and --images {str(images)!r}: give one training source, not both")
+        if invert and images is None:
+            raise InvalidValueError("--invert applies to --images only")
         from .train import train_diffusion
 
         def ints(text, name):
@@ -59,17 +68,25 @@ def diffusion(
             raise InvalidValueError(f"--attention-levels: expected levels in [0, {len(mults) - 1}], got {attention_levels!r}")
         unet = {"channels": channels, "channel_mults": mults, "num_res_blocks": res_blocks, "attention_levels": attn,
                 "padding": "CIRCULAR" if circular else "SAME"}
-        from ..database import Database
+        preprocess = None
+        if images is not None:
+            from .preprocess import ImageStack
 
-        database = Database.default() if db is None else Database.open(db)
+            data = ImageStack.load(images)
+            preprocess = {"invert": bool(invert)}
+            console.print(f"{images}: {len(data)} images {data.images.shape[1]} x {data.images.shape[2]}")
+        else:
+            from ..database import Database
+
+            data = Database.default() if db is None else Database.open(db)
         args = sys.argv[1:]
         args = args[args.index("diffusion") + 1:] if "diffusion" in args else args
         command = "metasys train diffusion " + " ".join(shlex.quote(a) for a in args)
         training = {"warmup_steps": warmup, "weight_decay": weight_decay, "ema_decay": ema_decay,
                     "checkpoint_every": checkpoint_every}
-        meta = train_diffusion(database, out, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                               unet=unet, training=training, time_limit=time_limit, progress=not quiet, command=command,
-                               fresh=fresh, log=console.print)
+        meta = train_diffusion(data, out, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                               unet=unet, training=training, preprocess=preprocess, time_limit=time_limit,
+                               progress=not quiet, command=command, fresh=fresh, log=console.print)
     except MetasysError as exc:
         _fail(exc)
     t = meta["training"]

@@ -11,7 +11,6 @@ from ..errors import FileFormatError, InvalidTypeError, InvalidValueError
 from .schedule import Schedule
 from .unet import UNetConfig
 
-
 SHIPPED_MODELS = {"default": "diffusion", "digits": "diffusion-digits"}
 """Names of the shipped priors (``DiffusionModel.named``, ``generate_cells(model="digits")``) -> folder in databases/."""
 

@@ -1,10 +1,11 @@
-"""Training of the denoising U-Net on a database's cells (``metasys train diffusion``).
+"""Training of the denoising U-Net on a database's cells or an image stack (``metasys train diffusion``).
 
 A model directory holds::
 
     model.json            format, format_version, U-Net and schedule hyper-parameters, preprocessing,
-                          database fingerprint/path/size, seed, training settings and status, measured
-                          seconds per step, command, metasys version
+                          training source (``source``: kind "database" or "images", path, fingerprint,
+                          size; for a database also ``database_fingerprint/path/cells``), seed, training
+                          settings and status, measured seconds per step, command, metasys version
     weights.msgpack       EMA parameters (flax.serialization), the weights used for sampling
     history.json          mean training loss every ``log_every`` steps
     checkpoint/           state.msgpack (params, EMA, optimizer state) + state.json (step, identity, ...)
@@ -28,7 +29,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import FileFormatError, InvalidValueError
 from ..io import atomic_path, write_json
-from .preprocess import DEFAULT_PREPROCESS, preprocess_cells
+from .preprocess import DEFAULT_PREPROCESS, IMAGE_PREPROCESS, ImageStack, preprocess_cells, preprocess_images
 from .schedule import Schedule
 from .unet import UNetConfig
 
@@ -46,17 +47,19 @@ def cells_fingerprint(cells: np.ndarray) -> str:
 
 
 def _source(data):
-    """(binary cells, fingerprint, path or None) of a Database or an array of cells."""
+    """(binary cells or ImageStack, fingerprint, path or None, kind) of a Database, an array of cells or an ImageStack."""
     from ..database.storage import as_binary_cells
 
+    if isinstance(data, ImageStack):
+        return data, data.fingerprint, None if data.path is None else str(Path(data.path).resolve()), "images"
     if hasattr(data, "get_cells") and hasattr(data, "fingerprint"):
         if len(data) < 2:
             raise InvalidValueError(f"the database {str(data.path)!r} holds {len(data)} cells; at least 2 are needed to train")
-        return data.get_cells(), data.fingerprint, str(Path(data.path).resolve())
+        return data.get_cells(), data.fingerprint, str(Path(data.path).resolve()), "database"
     cells = as_binary_cells(data, np.asarray(data).shape[-2:], name="data")
     if len(cells) < 2:
         raise InvalidValueError(f"data: at least 2 cells are needed to train, got {len(cells)}")
-    return cells, cells_fingerprint(cells), None
+    return cells, cells_fingerprint(cells), None, "cells"
 
 
 def _optimizer_key(settings: dict) -> tuple:
@@ -149,7 +152,8 @@ def train_diffusion(data, out_dir, *, steps: int | None = None, batch_size: int 
 
     Parameters
     ----------
-    data : Database or bool array (N, 50, 50)
+    data : Database, bool array (N, 50, 50), or :class:`~metasys.diffusion.preprocess.ImageStack` (a style prior
+        from any image stack: ``ImageStack.load("digits.npy")``; preprocessed by ``preprocess_images``)
     out_dir : model directory (created; an existing checkpoint of the same run is resumed)
     steps, batch_size, learning_rate : shortcuts for the ``training`` settings (see ``DEFAULT_TRAINING``)
     seed : seeds the preprocessing noise, the initialization, the mini-batches and the diffusion noise
@@ -180,12 +184,16 @@ def train_diffusion(data, out_dir, *, steps: int | None = None, batch_size: int 
         raise InvalidValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     config = unet if isinstance(unet, UNetConfig) else UNetConfig.from_dict(unet or {})
     schedule = schedule or Schedule()
-    prep = dict(DEFAULT_PREPROCESS)
+    t_start = time.time()
+    cells, fingerprint, db_path, kind = _source(data)
+    prep = dict(IMAGE_PREPROCESS if kind == "images" else DEFAULT_PREPROCESS)
     prep.update(preprocess or {})
     prep["size"] = config.image_size
-
-    t_start = time.time()
-    cells, fingerprint, db_path = _source(data)
+    if kind == "images":
+        source = {"kind": "images", "path": db_path, "fingerprint": fingerprint, "images": len(cells),
+                  "image_shape": list(cells.images.shape[1:])}
+    else:
+        source = {"kind": kind, "path": db_path, "fingerprint": fingerprint, "cells": len(cells)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoint"
@@ -194,12 +202,14 @@ def train_diffusion(data, out_dir, *, steps: int | None = None, batch_size: int 
                 "preprocess": prep, "batch_size": int(settings["batch_size"]), "learning_rate": float(settings["learning_rate"]),
                 "warmup_steps": int(settings["warmup_steps"]), "weight_decay": float(settings["weight_decay"]),
                 "ema_decay": float(settings["ema_decay"]), "grad_clip": float(settings["grad_clip"])}
+    if kind == "images":
+        identity["source"] = "images"
     meta_state = None
     if state_json.exists() and state_bin.exists() and not fresh:
         meta_state = json.loads(state_json.read_text())
         if meta_state.get("identity") != identity:
-            raise FileFormatError(f"{str(out)!r} holds a checkpoint of a different run (database, seed or hyper-parameters "
-                                  "differ); pass --fresh to start over or choose another --out")
+            raise FileFormatError(f"{str(out)!r} holds a checkpoint of a different run (training data, seed or "
+                                  "hyper-parameters differ); pass --fresh to start over or choose another --out")
 
     optimizer = make_optimizer(settings)
     state = initial_state(config, optimizer, seed)
@@ -211,10 +221,14 @@ def train_diffusion(data, out_dir, *, steps: int | None = None, batch_size: int 
         log(f"resuming {out} at step {int(state['step'])}")
     step0 = int(state["step"])
 
-    log(f"preprocessing {len(cells)} cells (noise {prep['noise_std']}, Gaussian filter sigma {prep['sigma']}, "
-        f"{prep['size']}x{prep['size']}) ...")
-    images = preprocess_cells(cells, seed=seed, noise_std=prep["noise_std"], sigma=prep["sigma"], size=prep["size"],
-                              filter_mode=prep["filter_mode"])
+    log(f"preprocessing {len(cells)} {'images' if kind == 'images' else 'cells'} (noise {prep['noise_std']}, "
+        f"Gaussian filter sigma {prep['sigma']}, {prep['size']}x{prep['size']}) ...")
+    if kind == "images":
+        images = preprocess_images(cells, seed=seed, noise_std=prep["noise_std"], sigma=prep["sigma"], size=prep["size"],
+                                   filter_mode=prep["filter_mode"], invert=bool(prep.get("invert", False)))
+    else:
+        images = preprocess_cells(cells, seed=seed, noise_std=prep["noise_std"], sigma=prep["sigma"], size=prep["size"],
+                                  filter_mode=prep["filter_mode"])
     del cells
     n_cells = len(images)
     train_step = make_train_step(config, schedule, optimizer, float(settings["ema_decay"]))
@@ -229,7 +243,9 @@ def train_diffusion(data, out_dir, *, steps: int | None = None, batch_size: int 
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "metasys_version": __version__,
             "unet": config.to_dict(), "n_params": count_params(state["params"]), "schedule": schedule.to_dict(),
-            "preprocess": prep, "database_fingerprint": fingerprint, "database_path": db_path, "database_cells": n_cells,
+            "preprocess": prep, "source": source,
+            **({} if kind == "images" else {"database_fingerprint": fingerprint, "database_path": db_path,
+                                             "database_cells": n_cells}),
             "seed": int(seed), "training": {**settings, "steps_run": int(state["step"]), "status": status_now,
                                             "training_time_s": round(trained_s, 1), "seconds_per_step": sps,
                                             "final_loss": history[-1][1] if history else None},
