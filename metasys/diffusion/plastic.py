@@ -583,6 +583,10 @@ class PlasticTension:
     Plane strain (not plane stress) because the paper's radial return (Eq. 37) acts on the full 3D deviator; in
     plane strain it stays a closed-form return per Gauss point with ``sigma_zz`` as an output (module docstring).
 
+    Calling the object on densities (ny, nx) returns the curve (m,) (NumPy); :meth:`jax_fn` gives the
+    ``jax.custom_vjp`` function ``density -> curve`` that :func:`metasys.diffusion.generate_cells` uses with
+    ``response=``; the loss of paper Eq. 38 is :func:`plastic_loss` (``loss=plastic_loss(target)``).
+
     Parameters
     ----------
     field : "both", "E" or "sigma0"
@@ -596,10 +600,6 @@ class PlasticTension:
     resolution : (ny, nx) or None: FE mesh; densities of another shape are resized to it (linear, differentiable
         in :meth:`jax_fn`). The paper solves on the 32 x 32 image.
     substeps, tol, max_newton : as :func:`plastic_tension_curve`
-
-    Calling the object on densities (ny, nx) returns the curve (m,) (NumPy); :meth:`jax_fn` gives the
-    ``jax.custom_vjp`` function ``density -> curve`` that :func:`metasys.diffusion.generate_cells` uses with
-    ``response=``; the loss of paper Eq. 38 is :func:`plastic_loss` (``loss=plastic_loss(target)``).
     """
 
     def __init__(self, field: str = "both", fixed=None, displacements=PAPER_DISPLACEMENTS, nu: float = 0.3,
@@ -732,8 +732,8 @@ class PlasticDesign:
 
     Attributes
     ----------
-    density : dict field -> (n, s, s)  projected densities at the last gamma (designed and fixed fields)
-    cells : dict field -> bool (n, s, s)  thresholded fields (``x_0 > 0``, the gamma -> infinity limit)
+    density : dict field -> (n, ny, nx)  projected densities on the FE grid at the last gamma (all fields)
+    cells : dict field -> bool (n, ny, nx)  thresholded fields (``x_0 > 0``, the gamma -> infinity limit)
     curve : (n, m)            averaged stress per step of the projected design (last gamma)
     loss : (n,)               Eq. 38 of ``curve``
     binary_curve, binary_loss : the same for ``cells``
@@ -788,12 +788,12 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
                    order: str = "joint", displacements=PAPER_DISPLACEMENTS, nu: float = 0.3, E=(E_SOFT, E_STIFF),
                    sigma0=(SIGMA0_SOFT, SIGMA0_STIFF), gammas=(10.0, 20.0, 100.0), tol: float = 0.5,
                    max_iter: int = 100, steps: int = 10, invert: bool = False, fixed_gamma: float | None = None,
-                   substeps: int = 1, progress: bool = False, log=None) -> PlasticDesign:
+                   substeps: int = 1, resolution=None, progress: bool = False, log=None) -> PlasticDesign:
     """Noise-input optimization of a Young's-modulus field and a yield-stress field for a target stress curve.
 
     Each field is the projected image of its own noise input (``w -> DDIM -> x_0 (s x s) -> P_gamma``, paper
     Eq. 24; ``1 - P_gamma`` with ``invert``, as the paper does for MNIST-style priors), interpolated between the
-    base materials (Eq. 23); the FE mesh is the s x s image (the paper's 32 x 32). The loss is Eq. 38 against
+    base materials (Eq. 23); the FE mesh is the s x s image (the paper's 32 x 32) or ``resolution``. The loss is Eq. 38 against
     ``target_curve`` at ``displacements``; the gradient is the chain of VJPs (DDIM, projection, the path-dependent
     adjoint of :class:`PlasticTension`). Staged as :func:`metasys.diffusion.generate_cells`: one BFGS
     (:func:`~metasys.diffusion.generate.batched_bfgs`) per gamma, each warm-started from the last.
@@ -812,6 +812,8 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
     gammas, tol, max_iter : projection slopes per stage, per-stage loss tolerance and BFGS iterations
         (paper, two fields: (10, 20, 100), 0.5, 100; one field: (5, 10, 20, 100), 0.2, 50)
     steps : DDIM steps; nu, E, sigma0, substeps : the material model (:class:`PlasticTension`)
+    resolution : FE mesh (ny, nx) or None (the image's s x s): the generated images are resized to it (linear,
+        antialiased) before the projection; the densities, cells and ``fixed`` fields are on this grid
     log : optional ``log(str)`` called after every stage
 
     Returns
@@ -845,7 +847,13 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
     size = model.image_size
     w_all, n = _as_noise(noise, model, n, seed)
     response = PlasticTension("both", displacements=d, nu=nu, E=E, sigma0=sigma0, substeps=substeps)
-    images, images_vjp = _image_functions(model, steps, False, shape=(size, size))
+    if resolution is None:
+        grid = (size, size)
+    else:
+        grid = tuple(int(v) for v in np.broadcast_to(resolution, (2,)))
+        if min(grid) < 1:
+            raise InvalidValueError(f"resolution: expected (ny, nx) >= 1, got {resolution!r}")
+    images, images_vjp = _image_functions(model, steps, False, shape=grid)
     sign = -1.0 if invert else 1.0
 
     def project(x, gamma):
@@ -865,9 +873,9 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
         if f in fixed:
             r = np.asarray(fixed[f], np.float64)
             r = r[None] if r.ndim == 2 else r
-            if r.ndim != 3 or r.shape[1:] != (size, size) or r.min() < 0 or r.max() > 1:
-                raise InvalidValueError(f"fixed[{f!r}]: expected a density ({size}, {size}) in [0, 1], got {describe(fixed[f])}")
-            fixed_rho[f] = np.broadcast_to(r, (n, size, size)).copy()
+            if r.ndim != 3 or r.shape[1:] != grid or r.min() < 0 or r.max() > 1:
+                raise InvalidValueError(f"fixed[{f!r}]: expected a density {grid} in [0, 1], got {describe(fixed[f])}")
+            fixed_rho[f] = np.broadcast_to(r, (n, *grid)).copy()
         else:
             fixed_rho[f] = project(image(w_all[f]), fixed_gamma or gammas[-1])[0]
     loss_np = plastic_loss(target)
@@ -876,7 +884,7 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
     def evaluate(rhos, need_grad=True):
         """Loss (n,) and gradients w.r.t. each field's density (n, s, s) (inf on Newton failure)."""
         f = np.empty(n)
-        grads = {k: np.zeros((n, size, size)) for k in FIELDS}
+        grads = {k: np.zeros((n, *grid)) for k in FIELDS}
         curves = np.full((n, m), np.nan)
         for i in range(n):
             try:
