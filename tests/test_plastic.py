@@ -217,8 +217,14 @@ def test_two_field_design_reduces_the_loss(linear_prior):
                        gammas=(5.0,), max_iter=3, tol=0.2)
     assert np.array_equal(s.density["sigma0"], ref.density["sigma0"]) and s.history[0]["fields"] == ["E"]
     assert s.loss[0] < s.history[0]["loss"][0][0]
+    # staged in turn: per gamma, E then sigma0
+    a = design_plastic(target, model=linear_prior, seed=1, gammas=(2.0,), max_iter=2, tol=0.2, order="alternate")
+    assert [h["fields"] for h in a.history] == [["E"], ["sigma0"]]
+    assert a.history[1]["final_loss"][0] <= a.history[0]["final_loss"][0] < a.history[0]["loss"][0][0]
     with pytest.raises(ValueError, match="target_curve"):
         design_plastic(np.zeros(3), model=linear_prior)
+    with pytest.raises(ValueError, match="fields"):
+        design_plastic(target, fields=("nu",), model=linear_prior)
 
 
 def test_plastic_tension_as_a_generate_cells_response(linear_prior):
