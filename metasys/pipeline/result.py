@@ -63,9 +63,11 @@ class Design:
         Database mode with a multi-start macro stage: for each start, ``rrmse_macro``, ``rrmse_full``
         (None when not verified), ``generator`` (whether generated cells were offered) and ``chosen``.
     refinement : list of dict or None
-        History of the full-scale refinement (`metasys.pipeline.refine.Refinement.history`): one entry per
-        full-scale solve with ``rrmse_full``, ``tried``, ``swaps``, ``accepted``, ``estimate``, ``n_components``
-        and ``time_s``; None when it did not run.
+        History of the full-scale refinement: entry 0 the verified structure (``stage`` "start", with
+        ``unrefined``), then one entry per full-scale solve with ``stage`` ("relabel", "space mapping", "connect" or
+        "swap"), ``rrmse_full`` (of the design kept after it), ``tried``, ``swaps`` (cells changed), ``accepted``,
+        ``estimate`` (the predicted change), ``n_components`` and ``time_s``; relabel steps add ``weight``, space
+        mapping rounds ``step``. None when it did not run.
     fine_displacement : array (50 H + 1, 50 W + 1, 2) or None
         Full-scale displacement of every fine node (NaN where no kept solid pixel), for plots and VTU.
     """

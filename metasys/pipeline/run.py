@@ -17,8 +17,9 @@ model:
    (`metasys.pipeline.refine.connect`), so the structure is one solid part; `metasys.mrf.assemble` builds it;
 4. **verification**: the structure is solved at full scale (`metasys.fem.solve_full_scale`) and the RRMSE of its
    macro-node displacements against the target is the design's result;
-5. **refinement** (`refine=True`): output space mapping rounds (the macro stage re-targeted by the full-scale /
-   macro discrepancy and stages 2-4 redone, kept while the full scale improves), then adjoint-ranked cell swaps
+5. **refinement** (`refine=True`): label searches on the macro model of the chosen cells corrected by the
+   full-scale / macro discrepancy (`metasys.pipeline.relabel`), output space mapping rounds (the macro stage
+   re-targeted by that discrepancy and stages 2-4 redone), then adjoint-ranked cell swaps
    (`metasys.pipeline.refine.refine`); `refinement_steps` sets how many of each. Every step is checked at full scale and kept
    only if better, so the result is never worse than stage 4's.
 """
@@ -126,14 +127,15 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     full_scale : bool
         Run the full-scale verification (True).
     refine : bool
-        Refine the kept design at full scale (`metasys.pipeline.refine.refine`: cell swaps ranked by the
-        adjoint of the full-scale RRMSE, each move checked by a full-scale solve and kept only if better).
-        Needs ``full_scale``.
+        Refine the kept design at full scale (label searches on the discrepancy-corrected macro model,
+        `metasys.pipeline.relabel`, then output space mapping; each move checked by a full-scale solve and kept
+        only if better). Needs ``full_scale``.
     refine_budget : float, optional
         Seconds after which the refinement starts no new step (default: no limit; the number of steps,
         `refinement_steps`, ends it). The steps are counted, not timed, so that the same seed gives the same design.
     refine_options : dict, optional
-        Extra keyword arguments of `metasys.pipeline.refine.refine`.
+        Step counts (``relabel_solves``, ``space_mapping_rounds``; defaults `refinement_steps`) and extra keyword
+        arguments of `metasys.pipeline.refine.refine` (the swap moves, e.g. ``max_iterations``).
     progress : bool
         Progress display per stage.
     log : callable, optional
@@ -248,14 +250,17 @@ def refinement_steps(problem: Problem) -> dict:
     on the corrected macro model, `metasys.pipeline.relabel`), ``space_mapping_rounds`` (a failed round is retried
     once at half the step, and the retry counts) and ``max_iterations`` (swap moves).
 
+    ``relabel_swaps`` caps the cells one label search changes (None: until no swap helps).
+
     Grids of at most `SMALL_GRID` elements: 4 relabel steps, 1 space-mapping round, no swap move (a full-scale
-    solve there takes about 10 s). Larger grids: 2 relabel steps, 1 round (a smiley solve takes minutes).
+    solve there takes about 10 s). Larger grids: 2 relabel steps of at most 100 swaps each (each swap updates a
+    dense inverse of the macro model: 0.2-1 s on the smiley), 1 round (a smiley solve takes minutes).
     """
     from ..macro.optimization import SMALL_GRID
 
     if problem.width * problem.height <= SMALL_GRID:
-        return {"relabel_solves": 4, "space_mapping_rounds": 1, "max_iterations": 0}
-    return {"relabel_solves": 2, "space_mapping_rounds": 1, "max_iterations": 0}
+        return {"relabel_solves": 4, "relabel_swaps": None, "space_mapping_rounds": 1, "max_iterations": 0}
+    return {"relabel_solves": 2, "relabel_swaps": 100, "space_mapping_rounds": 1, "max_iterations": 0}
 
 
 def _refine(result, problem, context, budget, options):
@@ -276,12 +281,13 @@ def _refine(result, problem, context, budget, options):
     t = time.perf_counter()
     deadline = np.inf if budget is None else t + float(budget)
     options = {**refinement_steps(problem), **(options or {})}
-    solves, rounds = options.pop("relabel_solves"), options.pop("space_mapping_rounds")
+    solves, swaps = options.pop("relabel_solves"), options.pop("relabel_swaps")
+    rounds = options.pop("space_mapping_rounds")
     unrefined, rrmse_macro = result["rrmse_full"], float(result["macro"].rrmse)
     history = [{"stage": "start", "rrmse_full": unrefined, "tried": unrefined, "swaps": 0, "accepted": True,
                 "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]), "time_s": 0.0,
                 "unrefined": unrefined}]
-    result, relabeled = _relabel(result, problem, context, solves, deadline, t)
+    result, relabeled = _relabel(result, problem, context, solves, swaps, deadline, t)
     result, mapped = _space_mapping(result, problem, context, rounds, deadline, t)
     history += relabeled + mapped
     cands = result["candidates"]
@@ -311,7 +317,7 @@ def _refine(result, problem, context, budget, options):
     return refined, history
 
 
-def _relabel(result, problem, context, solves, deadline, t0):
+def _relabel(result, problem, context, solves, max_swaps, deadline, t0):
     """Relabel steps on a verified result: (best result, history entries).
 
     Each step searches new labels for the current best design (`metasys.pipeline.relabel.relabel`, with the
@@ -320,16 +326,20 @@ def _relabel(result, problem, context, solves, deadline, t0):
     proposes labels already checked too), a kept one back to the first; the stage ends when every weight is
     spent or after ``solves`` checks.
     """
-    from .relabel import relabel
+    from .relabel import MAX_DENSE_DOFS, relabel
 
     run = context["run"]
     say = run["say"]
+    if 2 * (problem.width + 1) * (problem.height + 1) > MAX_DENSE_DOFS:
+        say(f"relabel: skipped (the macro model has more than {MAX_DENSE_DOFS} degrees of freedom)")
+        return result, []
     verify = {key: run[key] for key in ("problem", "full_scale", "progress", "say", "timings")}
     best, history, checked, weight, n = result, [], {result["labels"].tobytes()}, 0, 0
     while n < solves and weight < len(RELABEL_WEIGHTS) and time.perf_counter() < deadline:
         cands = best["candidates"]
         out = relabel(problem, cands.properties, best["labels"], best["pairwise"], best["edges"],
-                      full_displacement=best["full_u"], compatibility_weight=RELABEL_WEIGHTS[weight])
+                      full_displacement=best["full_u"], compatibility_weight=RELABEL_WEIGHTS[weight],
+                      max_swaps=max_swaps)
         if out.swaps == 0 or out.labels.tobytes() in checked:
             weight += 1
             continue
