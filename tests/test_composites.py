@@ -272,3 +272,21 @@ def test_jax_wrapper_gives_the_adjoint_gradient():
         np.testing.assert_allclose(jax.jit(bulk_modulus_jax)(e, nu), k, rtol=1e-12)
     np.testing.assert_allclose(g_e, 2 * (k - 50.0)[:, None, None] * ge, rtol=1e-10)
     np.testing.assert_allclose(g_nu, 2 * (k - 50.0)[:, None, None] * gn, rtol=1e-10)
+
+
+def test_shipped_dataset_is_reproduced_by_its_recipe(table):
+    import h5py
+
+    from metasys.composites.dataset import dataset_info
+    from metasys.composites.materials import default_table_path
+
+    path = default_table_path().with_name("dataset.h5")
+    info = dataset_info(path)
+    assert info["n_samples"] == 10_000 and info["seed"] == 0
+    with h5py.File(path, "r") as f:
+        image, k = f["images"][7], f["K"][7]
+        matrix, particle, radius = f["matrix"][7], f["particle"][7], f["radius"][7]
+    s = sample_parameters(table, 0, 7)
+    np.testing.assert_array_equal(image, s["image"])
+    assert (matrix, particle, radius) == (s["matrix"], s["particle"], s["radius"])
+    assert k == pytest.approx(bulk_modulus(image[0].astype(float), image[1].astype(float)), rel=1e-12)
