@@ -118,7 +118,7 @@ def _grid(ny: int, nx: int) -> _Grid:
 def _check(E, nu):
     E = np.asarray(E, dtype=float)
     nu = np.asarray(nu, dtype=float)
-    if E.ndim not in (2, 3) or min(E.shape[-2:]) < 2:
+    if E.ndim not in (2, 3) or min(E.shape[-2:]) < 2 or E.size == 0:
         raise InvalidValueError(f"E: expected a field (ny, nx) or a batch (n, ny, nx), got {describe(E)}")
     if nu.shape != E.shape:
         raise InvalidValueError(f"nu: expected the shape of E {E.shape}, got {describe(nu)}")

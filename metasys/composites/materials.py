@@ -80,7 +80,7 @@ class MaterialTable:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        v = np.asarray(self.values, dtype=float)
+        v = np.array(self.values, dtype=float)  # a copy: the caller's array stays writable
         if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
             raise InvalidValueError(f"values: expected a non-empty (M, 3) array of (E, nu, rho), got {describe(self.values)}")
         if not in_box(v).all():
