@@ -644,9 +644,17 @@ class PlasticTension:
 
     def fields(self, density):
         """(E (ny, nx), sigma0 (ny, nx)) of a density (ny, nx) (Eq. 23; the fixed field from ``fixed``)."""
-        rho_e, rho_s = self._densities(density)
-        return (self.E[0] + (self.E[1] - self.E[0]) * rho_e,
-                self.sigma0[0] + (self.sigma0[1] - self.sigma0[0]) * rho_s)
+        return self._physical(*self._densities(density))
+
+    def _physical(self, rho_e, rho_s):
+        return (self.E[0] + (self.E[1] - self.E[0]) * np.asarray(rho_e, np.float64),
+                self.sigma0[0] + (self.sigma0[1] - self.sigma0[0]) * np.asarray(rho_s, np.float64))
+
+    def fields_curve(self, rho_e, rho_s) -> np.ndarray:
+        """Curve (m,) of an E density and a sigma0 density (ny, nx) each (no resizing)."""
+        e, s = self._physical(rho_e, rho_s)
+        h = _solve_history(e, s, self.displacements, self.nu, self.substeps, self.tol, self.max_newton)
+        return h.curve[h.report]
 
     def _resized(self, density):
         rho = np.asarray(density, dtype=np.float64)
@@ -654,9 +662,7 @@ class PlasticTension:
 
     def responses(self, density) -> np.ndarray:
         """Averaged stress per load step (m,) of a density (ny, nx) (resized to ``resolution`` first)."""
-        e, s = self.fields(self._resized(density))
-        h = _solve_history(e, s, self.displacements, self.nu, self.substeps, self.tol, self.max_newton)
-        return h.curve[h.report]
+        return self.fields_curve(*self._densities(self._resized(density)))
 
     __call__ = responses
 
@@ -674,8 +680,7 @@ class PlasticTension:
 
     def fields_value_and_vjp(self, rho_e, rho_s, cot):
         """Curve (m,) and the gradients of ``cot . curve`` w.r.t. the E density and the sigma0 density (ny, nx) each."""
-        e = self.E[0] + (self.E[1] - self.E[0]) * np.asarray(rho_e, np.float64)
-        s = self.sigma0[0] + (self.sigma0[1] - self.sigma0[0]) * np.asarray(rho_s, np.float64)
+        e, s = self._physical(rho_e, rho_s)
         curve, g_e, g_s = _curve_and_vjp(e, s, self.displacements, self.nu, cot, self.substeps, self.tol,
                                          self.max_newton)
         return curve, g_e * (self.E[1] - self.E[0]), g_s * (self.sigma0[1] - self.sigma0[0])
@@ -687,8 +692,7 @@ class PlasticTension:
 
         @jax.custom_vjp
         def core(density):
-            return jnp.asarray(self.responses(np.asarray(density)) if self.resolution is None else
-                               self._plain_curve(np.asarray(density)), density.dtype)
+            return jnp.asarray(self.fields_curve(*self._densities(np.asarray(density))), density.dtype)
 
         def fwd(density):
             return core(density), np.asarray(density)
@@ -708,11 +712,6 @@ class PlasticTension:
             return core(resize(density[None], self.resolution)[0])
 
         return f
-
-    def _plain_curve(self, density):
-        e, s = self.fields(density)
-        h = _solve_history(e, s, self.displacements, self.nu, self.substeps, self.tol, self.max_newton)
-        return h.curve[h.report]
 
     def solid_curve(self, shape=(8, 8), phase: int = 1) -> np.ndarray:
         """Curve of a homogeneous cell of the stiff (``phase=1``) or soft (``phase=0``) material (both fields)."""
@@ -893,7 +892,7 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
                                                               lambda cv: 2.0 * (cv - target) / m)
                     grads["E"][i], grads["sigma0"][i] = ge, gs
                 else:
-                    c = _plain_two(response, rhos["E"][i], rhos["sigma0"][i])
+                    c = response.fields_curve(rhos["E"][i], rhos["sigma0"][i])
                 f[i], curves[i] = loss_np(c), c
             except InvalidValueError:
                 f[i] = np.inf
@@ -949,9 +948,3 @@ def design_plastic(target_curve, *, fields=FIELDS, model=None, seed: int = 0, n:
                          noise={k: np.asarray(v, np.float32) for k, v in w_cur.items()}, history=history,
                          target=target, displacements=d, fields=fields, wall_time_s=time.time() - t0)
 
-
-def _plain_two(response, rho_e, rho_s):
-    e = response.E[0] + (response.E[1] - response.E[0]) * np.asarray(rho_e, np.float64)
-    s = response.sigma0[0] + (response.sigma0[1] - response.sigma0[0]) * np.asarray(rho_s, np.float64)
-    h = _solve_history(e, s, response.displacements, response.nu, response.substeps, response.tol, response.max_newton)
-    return h.curve[h.report]
