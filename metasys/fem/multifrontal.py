@@ -853,7 +853,8 @@ def _update(a, p0, p1, p2, p3, r0, r1, shift):
         if r + 1 == r1:
             for c in range(r + 1, width):
                 at, po = c * LANES, (c + shift) * LANES
-                v = _fma(s0, _load(p0, po), _fma(s1, _load(p1, po), _fma(s2, _load(p2, po), _fma(s3, _load(p3, po), _load(ar, at)))))
+                v = _fma(s3, _load(p3, po), _load(ar, at))
+                v = _fma(s0, _load(p0, po), _fma(s1, _load(p1, po), _fma(s2, _load(p2, po), v)))
                 _store(ar, at, v)
             break
         br = a[r + 1]
@@ -883,7 +884,6 @@ def _solve_group(wl, ke, fe, u0, n_int, n_bnd, parity, dofs_ptr, dofs, elem_ptr,
     _kernel_attributes()
     n_load = fe.shape[1]
     n_fronts = len(n_int)
-    n = len(diag) // LANES - 1
     # Diagonal of K, the scale of each row's pivot.
     diag[:] = 0.0
     for e in range(len(element_dofs)):
