@@ -83,3 +83,47 @@ def test_bad_input(instance):
         relabel(problem, props, labels + props.shape[2], pairwise, edges)
     with pytest.raises(InvalidValueError, match="compatibility_weight"):
         relabel(problem, props, labels, pairwise, edges, compatibility_weight=-1.0)
+
+
+def test_group_moves_leave_no_better_group_move(instance):
+    """With cell identities, the result admits no group move (every element showing one cell moved to another cell
+    of its list) that lowers J + w E, and J + w E never rises."""
+    problem, props, labels, edges, pairwise = instance
+    h, w, n_labels = props.shape[:3]
+    ids = np.tile(np.arange(n_labels), (h, w, 1))  # the same cells in every list: label l is cell l everywhere
+    shared = np.broadcast_to(props[:1, :1], props.shape).copy()
+    start = np.zeros((h, w), dtype=int)
+    weight = 0.001
+    out = relabel(problem, shared, start, pairwise, edges, compatibility_weight=weight, identities=ids)
+    best = _objective(problem, shared, out.labels, 0.0, edges, pairwise, weight)
+    assert best <= _objective(problem, shared, start, 0.0, edges, pairwise, weight)
+    current = out.labels
+    for cell in np.unique(current):
+        for other in range(n_labels):
+            trial = np.where(current == cell, other, current)
+            assert _objective(problem, shared, trial, 0.0, edges, pairwise, weight) >= best - 1e-12
+
+
+def test_gauss_newton_sensitivity_matches_finite_differences():
+    """d u[target dofs] / d p of `gauss_newton_targets` against central differences of macro solves, and the
+    step lowers the linearized residual."""
+    from metasys.pipeline.sensitivity import gauss_newton_targets
+
+    problem = small_arch()
+    h, w = problem.height, problem.width
+    rng = np.random.default_rng(5)
+    p = np.stack([rng.uniform(0.2, 0.6, (h, w)), rng.uniform(0.0, 0.1, (h, w)), rng.uniform(0.2, 0.6, (h, w)),
+                  rng.uniform(0.05, 0.2, (h, w))], axis=-1)
+    targets, sens, _ = gauss_newton_targets(problem, p)
+    model = MacroModel(w, h, problem.conditions)
+    dofs = problem.target_dofs
+    for (j, i, q) in [(0, 0, 0), (1, 2, 1), (0, 3, 2), (1, 1, 3)]:
+        step = 1e-6
+        plus, minus = p.copy(), p.copy()
+        plus[j, i, q] += step
+        minus[j, i, q] -= step
+        fd = (model.solve(plus).vector[dofs] - model.solve(minus).vector[dofs]) / (2 * step)
+        np.testing.assert_allclose(sens[j, i, :, q], fd, rtol=1e-6, atol=1e-9)
+    residual = model.solve(p).vector[dofs] - problem.target_values
+    linear = residual + np.einsum("hwtq,hwq->t", sens, targets - p)
+    assert np.linalg.norm(linear) < np.linalg.norm(residual)

@@ -27,8 +27,9 @@ class Design:
     problem : Problem
     properties : array (H, W, 4)
         Target properties (C11, C12, C22, C33) of each macro element from the macro stage.
-    candidate_indices : array (H, W, k)
-        Database indices of each element's candidates (-1: a generated cell).
+    candidate_indices : array (H, W, L)
+        Database indices of each element's candidates (-1: a generated cell): the ``k`` of the candidate stage,
+        then those the refinement added (`metasys.pipeline.sensitivity`), so ``L >= k``.
     labels : array (H, W)
         Chosen candidate of each element.
     cells : bool array (H, W, 50, 50)

@@ -240,9 +240,12 @@ SPACE_MAPPING_EVALUATIONS = 300
 """Macro evaluations of a space-mapping round (warm-started from the current optimum)."""
 
 
-RELABEL_WEIGHTS = (0.02, 0.05, 0.005)
-"""Compatibility weights (RRMSE per unit of MRF edge energy) a relabel step tries in turn: the next one only when
-the full-scale check rejects the previous one's labels, the first again after a kept step."""
+RELABEL_WEIGHTS = (0.005, 0.02, 0.001)
+"""Compatibility weights (RRMSE per unit of MRF edge energy) a relabel step tries in turn on small grids: the next
+one only when the full-scale check rejects the previous one's labels; a kept step keeps its weight. On the
+barrel of `benchmarks/problems` the search at 0.02 stopped at 0.17 (full scale) where 0.005 went on to 0.074."""
+LARGE_GRID_RELABEL_WEIGHTS = (0.02, 0.05, 0.005)
+"""The same on grids of more than `metasys.macro.optimization.SMALL_GRID` elements (measured on the smiley)."""
 
 
 def refinement_steps(problem: Problem) -> dict:
@@ -250,17 +253,24 @@ def refinement_steps(problem: Problem) -> dict:
     on the corrected macro model, `metasys.pipeline.relabel`), ``space_mapping_rounds`` (a failed round is retried
     once at half the step, and the retry counts) and ``max_iterations`` (swap moves).
 
-    ``relabel_swaps`` caps the cells one label search changes (None: until no swap helps).
+    ``relabel_swaps`` caps the cells one label search changes (None: until no swap helps), ``relabel_weights``
+    are its compatibility weights in the order tried (`RELABEL_WEIGHTS`, `LARGE_GRID_RELABEL_WEIGHTS`); ``relabel_pool``
+    cells per element chosen in the RRMSE's metric join the candidates before each search
+    (`metasys.pipeline.sensitivity`, 0: none) and ``relabel_groups`` enables the search's group moves.
 
-    Grids of at most `SMALL_GRID` elements: 4 relabel steps, 1 space-mapping round, no swap move (a full-scale
-    solve there takes about 10 s). Larger grids: 2 relabel steps of at most 100 swaps each (each swap updates a
-    dense inverse of the macro model: 0.2-1 s on the smiley), 1 round (a smiley solve takes minutes).
+    Grids of at most `SMALL_GRID` elements: 6 relabel steps with 8 more cells per element and group moves, 1
+    space-mapping round, no swap move (a full-scale solve there takes about 10 s). Larger grids: 2 relabel steps
+    of at most 100 swaps each on the assembly's candidates (each swap updates a dense inverse of the macro model:
+    0.2-1 s on the smiley; a group move is a sparse solve per tried cell, and the new cells' traction profiles
+    would take minutes), 1 round (a smiley solve takes minutes).
     """
     from ..macro.optimization import SMALL_GRID
 
     if problem.width * problem.height <= SMALL_GRID:
-        return {"relabel_solves": 4, "relabel_swaps": None, "space_mapping_rounds": 1, "max_iterations": 0}
-    return {"relabel_solves": 2, "relabel_swaps": 100, "space_mapping_rounds": 1, "max_iterations": 0}
+        return {"relabel_solves": 6, "relabel_swaps": None, "relabel_pool": 8, "relabel_groups": True,
+                "relabel_weights": RELABEL_WEIGHTS, "space_mapping_rounds": 1, "max_iterations": 0}
+    return {"relabel_solves": 2, "relabel_swaps": 100, "relabel_pool": 0, "relabel_groups": False,
+            "relabel_weights": LARGE_GRID_RELABEL_WEIGHTS, "space_mapping_rounds": 1, "max_iterations": 0}
 
 
 def _refine(result, problem, context, budget, options):
@@ -282,12 +292,13 @@ def _refine(result, problem, context, budget, options):
     deadline = np.inf if budget is None else t + float(budget)
     options = {**refinement_steps(problem), **(options or {})}
     solves, swaps = options.pop("relabel_solves"), options.pop("relabel_swaps")
+    pool, groups, weights = options.pop("relabel_pool"), options.pop("relabel_groups"), options.pop("relabel_weights")
     rounds = options.pop("space_mapping_rounds")
     unrefined, rrmse_macro = result["rrmse_full"], float(result["macro"].rrmse)
     history = [{"stage": "start", "rrmse_full": unrefined, "tried": unrefined, "swaps": 0, "accepted": True,
                 "estimate": 0.0, "n_components": int(result["compatibility"]["n_components"]), "time_s": 0.0,
                 "unrefined": unrefined}]
-    result, relabeled = _relabel(result, problem, context, solves, swaps, deadline, t)
+    result, relabeled = _relabel(result, problem, context, solves, swaps, pool, groups, weights, deadline, t)
     result, mapped = _space_mapping(result, problem, context, rounds, deadline, t)
     history += relabeled + mapped
     cands = result["candidates"]
@@ -317,50 +328,80 @@ def _refine(result, problem, context, budget, options):
     return refined, history
 
 
-def _relabel(result, problem, context, solves, max_swaps, deadline, t0):
+def _relabel(result, problem, context, solves, max_swaps, pool, groups, weights, deadline, t0):
     """Relabel steps on a verified result: (best result, history entries).
 
     Each step searches new labels for the current best design (`metasys.pipeline.relabel.relabel`, with the
-    discrepancy of its full-scale solution and a weight of `RELABEL_WEIGHTS`) and checks them at full scale; the
-    labels are kept if the full-scale RRMSE falls. A rejected step moves to the next weight (a search that
-    proposes labels already checked too), a kept one back to the first; the stage ends when every weight is
-    spent or after ``solves`` checks.
+    discrepancy of its full-scale solution and a compatibility weight of ``weights``) and checks them at full scale; the
+    labels are kept if the full-scale RRMSE falls. In database mode each element's candidate list first gains
+    ``pool`` cells chosen in the RRMSE's own metric (`metasys.pipeline.sensitivity.sensitive_candidates`) for the
+    current design, and an MRF over the widened lists with those costs proposes a second starting point for the
+    search; ``groups`` enables its group moves. A rejected step moves to the next weight (a search that proposes
+    labels already checked too), a kept one stays at its weight; the stage ends when every weight is spent or after
+    ``solves`` checks.
     """
+    from ..mrf import mrf_from_candidates, solve_mrf
     from .relabel import MAX_DENSE_DOFS, relabel
+    from .sensitivity import sensitive_candidates
 
-    run = context["run"]
+    run, database = context["run"], context["database"]
     say = run["say"]
     if 2 * (problem.width + 1) * (problem.height + 1) > MAX_DENSE_DOFS:
         say(f"relabel: skipped (the macro model has more than {MAX_DENSE_DOFS} degrees of freedom)")
         return result, []
     verify = {key: run[key] for key in ("problem", "full_scale", "progress", "say", "timings")}
-    best, history, checked, weight, n = result, [], {result["labels"].tobytes()}, 0, 0
-    while n < solves and weight < len(RELABEL_WEIGHTS) and time.perf_counter() < deadline:
-        cands = best["candidates"]
-        out = relabel(problem, cands.properties, best["labels"], best["pairwise"], best["edges"],
-                      full_displacement=best["full_u"], compatibility_weight=RELABEL_WEIGHTS[weight],
-                      max_swaps=max_swaps)
+    best, history, checked, weight, n, widened = result, [], {result["labels"].tobytes()}, 0, 0, None
+    while n < solves and weight < len(weights) and time.perf_counter() < deadline:
+        if widened is None:
+            widened = {**{key: best[key] for key in ("candidates", "edges", "pairwise")}, "unary": None}
+            if pool and best.get("family") is None and np.all(best["candidates"].indices >= 0):
+                t = time.perf_counter()
+                dofs = problem.target_dofs
+                shift = np.asarray(best["full_u"]).ravel()[dofs] - _own_displacement(best, problem)[dofs]
+                cands, unary = sensitive_candidates(problem, best["candidates"], best["labels"], database,
+                                                    context["model"].latent_codes(), shift=shift, per_element=pool)
+                _, edges, pairwise = mrf_from_candidates(cands, material=database.material)
+                widened = {"candidates": cands, "edges": edges, "pairwise": pairwise, "unary": unary}
+                run["timings"]["candidates"] += time.perf_counter() - t
+                say(f"relabel: {pool} cells per element chosen in the RRMSE's metric ({time.perf_counter() - t:.1f} s)")
+        cands, proposal = widened["candidates"], None
+        if widened["unary"] is not None:
+            # the MRF weighs accuracy in the RRMSE's metric against the same compatibility costs as the search
+            proposal = solve_mrf(widened["unary"] / weights[weight], widened["edges"], widened["pairwise"],
+                                 max_iter=2000, rel_gap=1e-3).labels
+        out = relabel(problem, cands.properties, best["labels"], widened["pairwise"], widened["edges"],
+                      full_displacement=best["full_u"], compatibility_weight=weights[weight],
+                      max_swaps=max_swaps, identities=cands.indices if groups else None, proposal=proposal)
         if out.swaps == 0 or out.labels.tobytes() in checked:
             weight += 1
             continue
         checked.add(out.labels.tobytes())
         n += 1
         solved = {key: best["compatibility"][key] for key in ("mrf_energy", "mrf_lower_bound", "mrf_iterations")}
-        trial = _verify_labels(best["macro"], cands, out.labels, best["edges"], best["pairwise"], solved,
-                               material=context["database"].material, **verify)
+        trial = _verify_labels(best["macro"], cands, out.labels, widened["edges"], widened["pairwise"], solved,
+                               material=database.material, **verify)
         accepted = trial["rrmse_full"] < best["rrmse_full"]
         history.append({"stage": "relabel", "tried": trial["rrmse_full"], "swaps": out.swaps, "accepted": bool(accepted),
-                        "estimate": out.predicted - best["rrmse_full"], "weight": RELABEL_WEIGHTS[weight],
+                        "estimate": out.predicted - best["rrmse_full"], "weight": weights[weight],
                         "n_components": int(trial["compatibility"]["n_components"]),
                         "rrmse_full": trial["rrmse_full"] if accepted else best["rrmse_full"],
                         "time_s": round(time.perf_counter() - t0, 3)})
-        say(f"relabel {n} (weight {RELABEL_WEIGHTS[weight]:g}): {out.swaps} cells changed, predicted "
+        say(f"relabel {n} (weight {weights[weight]:g}): {out.swaps} cells changed, predicted "
             f"{out.predicted:.4f}, full scale {trial['rrmse_full']:.4f} ({'kept' if accepted else 'not better'})")
         if accepted:
-            best, weight = {**trial, "family": best.get("family")}, 0
+            best, widened = {**trial, "family": best.get("family")}, None
         else:
             weight += 1
     return best, history
+
+
+def _own_displacement(result, problem) -> np.ndarray:
+    """Macro displacement vector of the chosen cells' own properties."""
+    from ..fem.macro import MacroModel
+
+    cands = result["candidates"]
+    chosen = np.take_along_axis(np.asarray(cands.properties), result["labels"][:, :, None, None], axis=2)[:, :, 0]
+    return MacroModel(problem.width, problem.height, problem.conditions).solve(chosen).vector
 
 
 def _space_mapping(result, problem, context, rounds, deadline, t0):
