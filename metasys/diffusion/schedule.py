@@ -17,11 +17,18 @@ from ..errors import InvalidValueError
 
 @dataclass(frozen=True)
 class Schedule:
-    """Linear variance schedule ``beta_t`` from ``beta_start`` to ``beta_end`` over ``T`` steps."""
+    """Linear variance schedule ``beta_t`` from ``beta_start`` to ``beta_end`` over ``T`` steps.
+
+    ``zero_terminal_snr=True`` rescales it as Lin et al. (2024, Alg. 1): ``sqrt(alpha_bar)`` is shifted so
+    that its last value is 0 and scaled so that its first value is unchanged, hence ``alpha_bar[T-1] = 0``
+    (pure noise at the last step; use v-prediction, `v_target` / `x0_from_v`). The default (False) is
+    the plain linear schedule.
+    """
 
     T: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    zero_terminal_snr: bool = False
 
     def __post_init__(self):
         if int(self.T) != self.T or self.T < 2:
@@ -32,15 +39,32 @@ class Schedule:
 
     @property
     def betas(self) -> np.ndarray:
-        return np.linspace(self.beta_start, self.beta_end, self.T, dtype=np.float64)
+        linear = np.linspace(self.beta_start, self.beta_end, self.T, dtype=np.float64)
+        if not self.zero_terminal_snr:
+            return linear
+        ab = self.alpha_bar
+        return 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
 
     @property
     def alpha_bar(self) -> np.ndarray:
         """Cumulative products (T,) in float64."""
-        return np.cumprod(1.0 - self.betas)
+        ab = np.cumprod(1.0 - np.linspace(self.beta_start, self.beta_end, self.T, dtype=np.float64))
+        if not self.zero_terminal_snr:
+            return ab
+        s = np.sqrt(ab)
+        s = (s - s[-1]) * s[0] / (s[0] - s[-1])
+        return s**2
 
     def to_dict(self) -> dict:
-        return {"T": int(self.T), "beta_start": float(self.beta_start), "beta_end": float(self.beta_end), "kind": "linear"}
+        d = {"T": int(self.T), "beta_start": float(self.beta_start), "beta_end": float(self.beta_end), "kind": "linear"}
+        if self.zero_terminal_snr:
+            d["zero_terminal_snr"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Schedule:
+        """Inverse of `to_dict`."""
+        return cls(int(d["T"]), float(d["beta_start"]), float(d["beta_end"]), bool(d.get("zero_terminal_snr", False)))
 
 
 def q_sample(schedule: Schedule, x0, t, eps):
@@ -86,6 +110,36 @@ def ddim_update(x, eps, ab_t, ab_prev, eta=0.0, z=None, clip_x0: bool = False):
     if z is not None:
         x_prev = x_prev + sigma * z
     return x_prev, x0
+
+
+def v_target(x0, eps, ab_t):
+    """Velocity target (Salimans & Ho 2022): ``v = sqrt(abar) eps - sqrt(1 - abar) x_0``."""
+    return jnp.sqrt(ab_t) * eps - jnp.sqrt(1.0 - ab_t) * x0
+
+
+def x0_from_v(x, v, ab_t):
+    """Clean sample from a velocity prediction: ``x_0 = sqrt(abar) x_t - sqrt(1 - abar) v`` (finite at abar = 0)."""
+    return jnp.sqrt(ab_t) * x - jnp.sqrt(1.0 - ab_t) * v
+
+
+def eps_from_v(x, v, ab_t):
+    """Noise from a velocity prediction: ``eps = sqrt(1 - abar) x_t + sqrt(abar) v``."""
+    return jnp.sqrt(1.0 - ab_t) * x + jnp.sqrt(ab_t) * v
+
+
+def ddim_step_x0(x, x0, ab_t, ab_prev, eta=0.0, z=None):
+    """DDIM step (Eq. 11) given the predicted clean sample ``x0`` (e.g. clipped or from `x0_from_v`).
+
+    The noise is re-derived from ``x`` and ``x0``; with ``abar_t = 0`` (zero terminal SNR) it is ``x``
+    itself. Returns ``x_prev``; ``z`` (like ``x``) is the fresh noise, scaled by ``sigma`` (``eta = 1``: DDPM).
+    """
+    eps = (x - jnp.sqrt(ab_t) * x0) / jnp.sqrt(jnp.maximum(1.0 - ab_t, 1e-12))
+    sigma = eta * jnp.sqrt((1.0 - ab_prev) / jnp.maximum(1.0 - ab_t, 1e-12)) * \
+        jnp.sqrt(jnp.maximum(1.0 - ab_t / ab_prev, 0.0))
+    x_prev = jnp.sqrt(ab_prev) * x0 + jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
+    if z is not None:
+        x_prev = x_prev + sigma * z
+    return x_prev
 
 
 def ddim_sample(eps_fn, x_T, schedule: Schedule, steps: int = 10, eta: float = 0.0, key=None, clip_x0: bool = False,
