@@ -130,4 +130,99 @@ def backproject_cmd(
                   f"radius {result.radius:.4f}  volume fraction {result.volume_fraction:.4f}  K_theta {k:.4g}")
 
 
+@app.command("train-prior")
+def train_prior_cmd(
+    out: Path = typer.Option(..., "--out", help="Prior directory to write (resumed if it holds this run's checkpoint)."),
+    dataset_path: Path = typer.Option(None, "--dataset", help="Training dataset (default: the shipped 10k dataset)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialization, mini-batches, time steps and noise."),
+    steps: int = typer.Option(None, "--steps", help="Training steps (default 9000)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size (default 16)."),
+    time_limit: float = typer.Option(None, "--time-limit", help="Stop cleanly after this many seconds (rerun to resume)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Train the unconditional composite prior (v-prediction, zero-terminal-SNR linear schedule)."""
+    from ..errors import FileFormatError
+
+    try:
+        from .dataset import dataset_info, load_dataset
+        from .materials import default_table_path
+        from .training import train_prior
+
+        path = default_table_path().parent / "dataset.h5" if dataset_path is None else dataset_path
+        if not Path(path).exists():
+            raise FileFormatError(f"dataset: {str(path)!r} does not exist")
+        data = load_dataset(path)
+        info = dataset_info(path)
+        training = {} if batch_size is None else {"batch_size": batch_size}
+        record = train_prior(data.images, out, steps=steps, seed=seed, training=training, time_limit=time_limit,
+                             source={"dataset": Path(path).name, "n_images": len(data), "dataset_seed": info["seed"]},
+                             command=_command(), progress=not quiet, log=console.print)
+    except MetasysError as exc:
+        _fail(exc)
+    t = record["training"]
+    console.print(f"{out}: {t['steps_run']}/{t['steps']} steps ({t['status']}), loss {t['final_loss']:.4f}")
+
+
+@app.command("design")
+def design_cmd(
+    target: float = typer.Option(..., "--target", help="Target bulk modulus K* [GPa]."),
+    n: int = typer.Option(200, "--n", help="Number of designs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling and the evaluation."),
+    objective: str = typer.Option("J1", "--objective", help="J1 = (K - K*)^2, or J2 = J1 + lambda * density."),
+    density_weight: float = typer.Option(0.0, "--density-weight", help="lambda of J2."),
+    method: str = typer.Option("guided", "--method", help="guided, unguided or bayesian (the baselines)."),
+    prior: Path = typer.Option(None, "--prior", help="Prior directory (default: the shipped databases/composites-prior)."),
+    table: Path = typer.Option(None, "--table", help="Material table CSV (default: the shipped one)."),
+    steps: int = typer.Option(100, "--steps", help="DDIM steps of the guided sampling."),
+    iterations: int = typer.Option(100, "--iterations", help="Evaluations of the Bayesian-optimization baseline."),
+    out: Path = typer.Option(None, "--out", help="Directory for designs.npz and designs.png."),
+):
+    """Inverse design for a target bulk modulus: guided sampling, backprojection, K_theta, frac and cov."""
+    import numpy as np
+
+    from ..errors import FileFormatError, InvalidValueError
+
+    try:
+        if not (np.isfinite(target) and target > 0):
+            raise InvalidValueError(f"--target: expected a positive bulk modulus K* [GPa], got {target!r}")
+        if n < 1:
+            raise InvalidValueError(f"--n: expected a positive number of designs, got {n}")
+        if objective not in ("J1", "J2"):
+            raise InvalidValueError(f"--objective: expected J1 or J2, got {objective!r}")
+        if not (np.isfinite(density_weight) and density_weight >= 0) or (objective == "J1" and density_weight):
+            raise InvalidValueError(f"--density-weight: expected lambda >= 0 with --objective J2, got {density_weight!r}")
+        if method not in ("guided", "unguided", "bayesian"):
+            raise InvalidValueError(f"--method: expected guided, unguided or bayesian, got {method!r}")
+        if steps < 2 or iterations < 1:
+            raise InvalidValueError(f"--steps / --iterations: expected >= 2 / >= 1, got {steps} / {iterations}")
+        if table is not None and not table.exists():
+            raise FileFormatError(f"--table: material table {str(table)!r} does not exist")
+        if prior is not None and not (prior / "prior.json").exists():
+            raise FileFormatError(f"--prior: {str(prior)!r} holds no prior (prior.json)")
+        from .design import inverse_design
+        from .materials import load_table
+
+        result = inverse_design(target, n, seed, objective, density_weight, method=method, prior=prior,
+                                table=load_table(table), steps=steps, iterations=iterations)
+        if out is not None:
+            from .plots import design_grid
+
+            out.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(out / "designs.npz", k_target=target, matrix=result.matrix, particle=result.particle,
+                                matrix_index=result.matrix_index, particle_index=result.particle_index,
+                                radius=result.radius, volume_fraction=result.volume_fraction, k_theta=result.k_theta,
+                                k_sample=result.k_sample, eps_r=result.eps_r, images=result.images,
+                                density=result.density)
+            design_grid([result], out / "designs.png")
+    except MetasysError as exc:
+        _fail(exc)
+    console.print(f"K* = {target:g}: {n} designs ({method}, {objective}) in {result.wall_time_s:.0f} s; "
+                  f"eps_r median {np.median(result.eps_r):.3f}; frac 1% / 5%: {result.frac(0.01):.3f} / "
+                  f"{result.frac(0.05):.3f}; cov 1% / 5%: {result.cov(0.01):.3f} / {result.cov(0.05):.3f}")
+    best = int(np.argmin(result.eps_r))
+    console.print(f"best: matrix {result.matrix[best]}, particle {result.particle[best]}, radius "
+                  f"{result.radius[best]:.3f}, volume fraction {result.volume_fraction[best]:.3f}, K_theta "
+                  f"{result.k_theta[best]:.4g}")
+
+
 GROUPS = {"composites": app}
