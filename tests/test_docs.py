@@ -91,7 +91,8 @@ def test_bridge_example(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["problem"] == "bridge" and report["seed"] == 0
     assert report["n_components"] == 1 and np.isfinite(report["rrmse_full"])
-    assert report["candidates_per_element"] == 40
+    # 40 from the candidate stage on small grids, then 8 per relabel step chosen in the RRMSE's metric
+    assert report["candidates_per_element"] >= 40 and (report["candidates_per_element"] - 40) % 8 == 0
     assert report["rrmse_full"] < 0.060          # issue #9: beat the paper's full-scale RRMSE for the bridge
     structure = np.load(out / "structure.npy")
     assert structure.shape == (200, 1500) and structure.dtype == bool

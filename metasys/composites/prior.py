@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..diffusion.schedule import Schedule
-from ..diffusion.unet import Attention, ResBlock, UNetConfig, _groups, timestep_embedding
+from ..diffusion.unet import UNet, UNetConfig
 from ..errors import FileFormatError
 
 FORMAT = "metasys-composites-prior"
@@ -43,43 +42,12 @@ in the middle block (8 x 8). Measured on one shared core, batch 16: 0.44 s per t
 levels: 2.3 s)."""
 
 
-class CompositeUNet(nn.Module):
-    """``v_theta(x_t, t)``: x (B, H, W, 3) in [-1, 1]-ish, integer time steps t (B,); output (B, H, W, 3)."""
+def CompositeUNet(config: UNetConfig):  # noqa: N802 (a module constructor, named like the class it builds)
+    """``v_theta(x_t, t)``: x (B, H, W, 3) in [-1, 1]-ish, integer time steps t (B,); output (B, H, W, 3).
 
-    config: UNetConfig
-
-    @nn.compact
-    def __call__(self, x, t):
-        cfg = self.config
-        ch = cfg.channels
-        temb = nn.Dense(4 * ch)(timestep_embedding(t, ch))
-        temb = nn.Dense(4 * ch)(nn.gelu(temb))
-        h = nn.Conv(ch, (3, 3), padding=cfg.padding)(x)
-        skips = [h]
-        n_levels = len(cfg.channel_mults)
-        for level, mult in enumerate(cfg.channel_mults):
-            for _ in range(cfg.num_res_blocks):
-                h = ResBlock(ch * mult, cfg.groups, cfg.padding)(h, temb)
-                if level in cfg.attention_levels:
-                    h = Attention(cfg.num_heads, cfg.groups)(h)
-                skips.append(h)
-            if level < n_levels - 1:
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=cfg.padding)(h)
-                skips.append(h)
-        h = ResBlock(h.shape[-1], cfg.groups, cfg.padding)(h, temb)
-        h = Attention(cfg.num_heads, cfg.groups)(h)
-        h = ResBlock(h.shape[-1], cfg.groups, cfg.padding)(h, temb)
-        for level in reversed(range(n_levels)):
-            for _ in range(cfg.num_res_blocks + 1):
-                h = ResBlock(ch * cfg.channel_mults[level], cfg.groups, cfg.padding)(
-                    jnp.concatenate([h, skips.pop()], axis=-1), temb)
-                if level in cfg.attention_levels:
-                    h = Attention(cfg.num_heads, cfg.groups)(h)
-            if level > 0:
-                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-                h = nn.Conv(h.shape[-1], (3, 3), padding=cfg.padding)(h)
-        h = nn.swish(nn.GroupNorm(num_groups=_groups(h.shape[-1], cfg.groups))(h))
-        return nn.Conv(CHANNELS, (3, 3), padding=cfg.padding, kernel_init=nn.initializers.zeros)(h)
+    `metasys.diffusion.unet.UNet` with 3 output channels (same layers, so the same parameter tree).
+    """
+    return UNet(config, out_channels=CHANNELS)
 
 
 def init_params(config: UNetConfig = DEFAULT_UNET, seed: int = 0):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import jax
@@ -19,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._version import __version__
-from ..diffusion.schedule import Schedule, q_sample, v_target
-from ..diffusion.train import load_state, make_optimizer, save_state
+from ..diffusion.schedule import Schedule
+from ..diffusion.train import load_state, make_optimizer, make_train_step, save_state
 from ..diffusion.unet import UNetConfig
 from ..errors import FileFormatError, InvalidValueError
 from ..io import atomic_path, write_json
 from .materials import normalize
-from .prior import DEFAULT_UNET, FORMAT, SCHEDULE, WEIGHTS, CompositeUNet, init_params
+from .prior import CHANNELS, DEFAULT_UNET, FORMAT, SCHEDULE, WEIGHTS, init_params
 
 DEFAULTS = {"steps": 9000, "batch_size": 16, "learning_rate": 1e-3, "warmup_steps": 300, "weight_decay": 1e-2,
             "ema_decay": 0.999, "grad_clip": 1.0, "checkpoint_every": 200, "log_every": 50}
@@ -34,34 +33,6 @@ DEFAULTS = {"steps": 9000, "batch_size": 16, "learning_rate": 1e-3, "warmup_step
 def normalized_images(images) -> np.ndarray:
     """(N, 3, H, W) physical (E, nu, rho) images -> (N, H, W, 3) float32 in [-1, 1]^3."""
     return normalize(np.moveaxis(np.asarray(images, dtype=np.float64), 1, -1)).astype(np.float32)
-
-
-@lru_cache(maxsize=4)
-def _train_step(config: UNetConfig, schedule: Schedule, optimizer, ema_decay: float):
-    import optax
-
-    model = CompositeUNet(config)
-    abar = jnp.asarray(schedule.alpha_bar, jnp.float32)
-
-    def step(state, x0, key):
-        k_t, k_eps = jax.random.split(key)
-        t = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.T)
-        eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-        xt = q_sample(schedule, x0, t, eps)
-        target = v_target(x0, eps, abar[t][:, None, None, None])
-
-        def loss_fn(params):
-            return jnp.mean((model.apply({"params": params}, xt, t) - target) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        n = state["step"].astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
-        return {"params": params, "ema": ema, "opt_state": opt_state, "step": state["step"] + 1}, loss
-
-    return jax.jit(step)
 
 
 def _batch(images: np.ndarray, seed: int, step: int, size: int) -> np.ndarray:
@@ -119,7 +90,8 @@ def train_prior(images, out_dir, *, steps: int | None = None, seed: int = 0, une
         state = load_state(state, state_bin)
         history, trained_s = meta["history"], meta["training_time_s"]
         log(f"resuming {out} at step {int(state['step'])}")
-    train_step = _train_step(config, schedule, optimizer, float(settings["ema_decay"]))
+    train_step = make_train_step(config, schedule, optimizer, float(settings["ema_decay"]), out_channels=CHANNELS,
+                                 prediction="v")
     key = jax.random.PRNGKey(seed)
     total, step = int(settings["steps"]), int(state["step"])
     stop_at = total if stop_after is None else min(total, step + int(stop_after))

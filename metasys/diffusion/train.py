@@ -85,25 +85,32 @@ def _make_optimizer(key: tuple):
 
 
 @lru_cache(maxsize=8)
-def make_train_step(config: UNetConfig, schedule: Schedule, optimizer, ema_decay: float):
-    """Jitted ``(state, x0, key) -> (state, loss)`` on the noise-prediction objective (Eq. 9); cached per setting."""
+def make_train_step(config: UNetConfig, schedule: Schedule, optimizer, ema_decay: float, out_channels: int = 1,
+                    prediction: str = "eps"):
+    """Jitted ``(state, x0, key) -> (state, loss)``; cached per setting.
+
+    ``prediction``: "eps" (noise prediction, Eq. 9) or "v" (velocity, `metasys.diffusion.schedule.v_target`);
+    ``out_channels`` of the `metasys.diffusion.unet.UNet` (1 for cells, 3 for composite material images).
+    """
     import jax
     import jax.numpy as jnp
     import optax
 
-    from .schedule import q_sample
+    from .schedule import q_sample, v_target
     from .unet import UNet
 
-    model = UNet(config)
+    model = UNet(config, out_channels=out_channels)
+    abar = jnp.asarray(schedule.alpha_bar, jnp.float32)
 
     def step(state, x0, key):
         k_t, k_eps = jax.random.split(key)
         t = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.T)
         eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
         xt = q_sample(schedule, x0, t, eps)
+        target = eps if prediction == "eps" else v_target(x0, eps, abar[t].reshape(-1, *([1] * (x0.ndim - 1))))
 
         def loss_fn(params):
-            return jnp.mean((model.apply({"params": params}, xt, t) - eps) ** 2)
+            return jnp.mean((model.apply({"params": params}, xt, t) - target) ** 2)
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])

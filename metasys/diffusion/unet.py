@@ -97,9 +97,11 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """``eps_theta(x_t, t)``: input (B, H, W) or (B, H, W, 1), integer time steps (B,); output like the input."""
+    """``eps_theta(x_t, t)``: input (B, H, W) or (B, H, W, C), integer time steps (B,); output (B, H, W) or
+    (B, H, W, ``out_channels``)."""
 
     config: UNetConfig
+    out_channels: int = 1
 
     @nn.compact
     def __call__(self, x, t):
@@ -137,7 +139,7 @@ class UNet(nn.Module):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = nn.Conv(c, (3, 3), padding=cfg.padding)(h)
         h = nn.swish(nn.GroupNorm(num_groups=_groups(h.shape[-1], cfg.groups))(h))
-        out = nn.Conv(1, (3, 3), padding=cfg.padding, kernel_init=nn.initializers.zeros)(h)
+        out = nn.Conv(self.out_channels, (3, 3), padding=cfg.padding, kernel_init=nn.initializers.zeros)(h)
         return out[..., 0] if squeeze else out
 
 
