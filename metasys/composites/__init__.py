@@ -9,7 +9,7 @@
 - `metrics`: eps_r, frac, cov and the target bulk moduli;
 - `prior` / `training`: the unconditional diffusion prior over (E, nu, rho) images and its training;
 - `guided`: loss-guided sampling with the FEM gradient (J_1, J_2);
-- `design`: `inverse_design` (guided sampling, backprojection, K_theta, frac/cov) and its result;
+- `design`: `inverse_design` (guided sampling, backprojection, K_theta, frac/cov); `result`: its `DesignResult`;
 - `baseline`: the Bayesian-optimization baseline; `plots`: sample grids and the K histogram.
 
 The modules that need JAX (`inverse_design`, `load_prior`, ...) are imported on first use.
@@ -21,7 +21,7 @@ from .materials import MaterialTable, denormalize, load_table, normalize
 from .metrics import cov, frac, relative_error, targets_from
 from .microstructure import particle_count, sample_microstructure
 
-_LAZY = {"inverse_design": "design", "DesignResult": "design", "evaluate_images": "design", "guided_sample": "guided",
+_LAZY = {"inverse_design": "design", "DesignResult": "result", "evaluate_images": "design", "guided_sample": "guided",
          "load_prior": "prior", "untrained_prior": "prior", "Prior": "prior", "train_prior": "training"}
 
 

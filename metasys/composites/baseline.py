@@ -68,9 +68,9 @@ def bayesian_design(k_target: float, n: int, seed: int = 0, objective: str = "J1
     from bayes_opt import BayesianOptimization, acquisition
     from scipy.optimize import minimize
 
-    from .design import _result
     from .homogenize import bulk_modulus
     from .microstructure import compose, particle_mask
+    from .result import design_result
 
     t0 = time.time()
     rng = np.random.default_rng(seed)
@@ -114,6 +114,6 @@ def bayesian_design(k_target: float, n: int, seed: int = 0, objective: str = "J1
         k_sample.append(float(bulk_modulus(image[0], image[1])))
     info = {"iterations": int(iterations), "init_points": int(init_points), "kappa": KAPPA, "search_time_s": search_s,
             "best_search_objective": float(best)}
-    return _result(rows, table, k_target, np.array(k_sample), np.stack(images), "bayesian", objective, density_weight,
+    return design_result(rows, table, k_target, np.array(k_sample), np.stack(images), "bayesian", objective, density_weight,
                    time.time() - t0, info)
 
