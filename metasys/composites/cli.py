@@ -50,17 +50,22 @@ def dataset(
     seed: int = typer.Option(0, "--seed", help="Seed of the dataset (sample i uses the generator [seed, i])."),
     table: Path = typer.Option(None, "--table", help="Material table CSV (default: the shipped one)."),
     no_k: bool = typer.Option(False, "--no-k", help="Do not compute each sample's bulk modulus."),
+    dim: int = typer.Option(2, "--dim", help="2: 64 x 64 pixel circles; 3: 32 x 32 x 32 voxel spheres."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Generate (or resume) a dataset of random microstructures with their parameters and K."""
+    from ..errors import InvalidValueError
+
     try:
+        if dim not in (2, 3):
+            raise InvalidValueError(f"--dim: expected 2 or 3, got {dim}")
         from .dataset import build_dataset, dataset_info
 
-        build_dataset(out, n, seed, table_path=table, command=_command(), progress=not quiet, compute_k=not no_k)
+        build_dataset(out, n, seed, table_path=table, command=_command(), progress=not quiet, compute_k=not no_k, dim=dim)
         info = dataset_info(out)
     except MetasysError as exc:
         _fail(exc)
-    console.print(f"{out}: {info['n_samples']} samples (seed {info['seed']})")
+    console.print(f"{out}: {info['n_samples']} samples (seed {info['seed']}, {info.get('dim', 2)}D)")
 
 
 @app.command("targets")
