@@ -99,3 +99,105 @@ def k_histogram(k_values, path, targets=None, bins: int = 60):
     ax.set_xlabel("K [GPa]")
     ax.set_ylabel("samples")
     return _save(fig, path)
+
+
+CHANNELS = ("E [GPa]", "nu", "rho [g/cm^3]")
+PLANES = ("x-y (z mid)", "x-z (y mid)", "y-z (x mid)")
+
+
+def mid_slices(volume) -> list[np.ndarray]:
+    """The three orthogonal mid-slices of a voxel field (nz, ny, nx, ...): x-y at z mid (ny, nx, ...), x-z at y mid
+    (nz, nx, ...) and y-z at x mid (nz, ny, ...); each drawn with its second axis horizontal and ``origin="lower"``."""
+    v = np.asarray(volume)
+    nz, ny, nx = v.shape[:3]
+    return [v[nz // 2], v[:, ny // 2], v[:, :, nx // 2]]
+
+
+def _check_voxel_image(image) -> np.ndarray:
+    from ..errors import InvalidValueError, describe
+
+    img = np.asarray(image, dtype=float)
+    if img.ndim != 4 or img.shape[0] != 3:
+        raise InvalidValueError(f"image: expected a 3D material image (3, nz, ny, nx) of (E, nu, rho), got {describe(image)}")
+    return img
+
+
+def slice_plot(image, path, title: str = ""):
+    """Three orthogonal mid-slices (columns) of each channel E, nu, rho (rows) of a 3D sample (3, nz, ny, nx), with
+    one colour bar per channel in physical units, and a last row of the normalized (r, g, b) colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = _check_voxel_image(image)
+    fig, axes = plt.subplots(4, 3, figsize=(7.2, 9.0), squeeze=False, layout="constrained")
+    for row, channel, name in zip(axes, img, CHANNELS):
+        lo, hi = float(channel.min()), float(channel.max())
+        lo, hi = (lo - 0.5, hi + 0.5) if hi - lo < 1e-12 else (lo, hi)  # a single material still gets a colour scale
+        for ax, plane in zip(row, mid_slices(channel)):
+            im = ax.imshow(plane, origin="lower", interpolation="nearest", vmin=lo, vmax=hi, cmap="viridis")
+        fig.colorbar(im, ax=row.tolist(), shrink=0.9, label=name)
+    colours = rgb(img.reshape(3, img.shape[1], -1)).reshape(*img.shape[1:], 3)  # (nz, ny, nx, 3)
+    for ax, plane in zip(axes[3], mid_slices(colours)):
+        ax.imshow(plane, origin="lower", interpolation="nearest")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, plane in zip(axes[0], PLANES):
+        ax.set_title(plane, fontsize=8)
+    for ax, labels in zip(axes[3], (("x", "y"), ("x", "z"), ("y", "z"))):
+        ax.set_xlabel(f"{labels[0]} (horizontal), {labels[1]} up", fontsize=7)
+    axes[3][0].set_ylabel("(E, nu, rho) as rgb", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def particle_phase(image) -> np.ndarray:
+    """Bool mask (nz, ny, nx) of the voxels whose material differs from the most frequent one (the matrix of every
+    dataset sample, where particles fill at most 45 %)."""
+    img = _check_voxel_image(image)
+    flat = img.reshape(3, -1).T
+    values, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+    return (inverse.ravel() != np.argmax(counts)).reshape(img.shape[1:])
+
+
+def render_3d(image, path, mask=None, title: str = "", elev: float = 22.0, azim: float = -58.0):
+    """A 3D view of a sample (3, nz, ny, nx): the marching-cubes surface of its particles (`mask`, default
+    `particle_phase`) coloured by the particle material's (r, g, b), inside the wire frame of the unit cube."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from ..export3d import voxel_surface
+
+    img = _check_voxel_image(image)
+    mask = particle_phase(img) if mask is None else np.asarray(mask, dtype=bool)
+    fig = plt.figure(figsize=(4.6, 4.4))
+    ax = fig.add_subplot(projection="3d")
+    if mask.any():
+        colour = rgb(img[:, mask][:, :1, None])[0, 0]  # the (first) particle voxel's material
+        tri = voxel_surface(mask)
+        # light the faces by their normals so that the spheres read as spheres in a still image
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-15)
+        shade = 0.45 + 0.55 * np.clip(normal @ np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8]), 0, 1)
+        ax.add_collection3d(Poly3DCollection(tri, facecolors=np.clip(shade[:, None] * colour, 0, 1), linewidths=0))
+    for a, b in _cube_edges():
+        ax.plot(*np.stack([a, b], axis=1), color="0.3", lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1), zlim=(0, 1), xlabel="x", ylabel="y", zlabel="z")
+    ax.set_box_aspect((1, 1, 1))
+    ax.view_init(elev=elev, azim=azim)
+    ax.tick_params(labelsize=6)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _cube_edges():
+    corners = np.array([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)], dtype=float)
+    return [(corners[i], corners[j]) for i in range(8) for j in range(i + 1, 8)
+            if np.abs(corners[i] - corners[j]).sum() == 1]
