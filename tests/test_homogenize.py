@@ -123,7 +123,8 @@ def test_single_and_batch_shapes(symmetric_cells):
 
 @pytest.mark.parametrize("bad, error", [
     (np.ones(50), InvalidCellError),
-    (np.ones((2, 3, 4, 5)), InvalidCellError),
+    (np.ones((2, 3, 4, 5, 6)), InvalidCellError),  # 4D arrays are voxel cells (issue 23); 5D is no cell shape
+    (np.ones((2, 1, 4, 5)), InvalidCellError),  # voxel cells need sides >= 2
     (np.full((4, 4), 2.0), InvalidCellError),
     ("cell.npy", InvalidTypeError),
     (np.array([["a", "b"], ["c", "d"]]), InvalidTypeError),

@@ -168,29 +168,38 @@ def _solve_one(grid: _Grid, E: np.ndarray, nu: np.ndarray, gradient: bool):
     return k, dk_dE, dk_dnu
 
 
-def bulk_modulus(E, nu) -> np.ndarray:
+def bulk_modulus(E, nu, *, dim: int = 2) -> np.ndarray:
     """Bulk modulus K of per-pixel (E, nu) fields (module docstring for the definition).
 
     Parameters
     ----------
-    E : array (ny, nx) or (n, ny, nx)
-        Young's modulus of each pixel (> 0; GPa for the material table). Row 0 is the bottom row.
+    E : array (ny, nx) or (n, ny, nx); with ``dim=3`` (nz, ny, nx) or (n, nz, ny, nx)
+        Young's modulus of each pixel/voxel (> 0; GPa for the material table). Row 0 is the bottom row;
+        x = last axis.
     nu : array, same shape
         Poisson's ratio of each pixel, in (0, 0.5).
+    dim : {2, 3}, keyword-only
+        2: plane-stress pixels (a 3D array is a batch). 3: HEX8 voxels under ``u = x`` on all faces,
+        ``K = <tr sigma> / 9`` (`metasys.fem.affine_bulk_modulus_3d`); a homogeneous sample gives
+        ``E / (3 (1 - 2 nu))`` in both.
 
     Returns
     -------
     K : float, or array (n,) for a batch; in the units of E.
     """
-    return bulk_modulus_and_gradient(E, nu, gradient=False)[0]
+    return bulk_modulus_and_gradient(E, nu, gradient=False, dim=dim)[0]
 
 
-def bulk_modulus_and_gradient(E, nu, gradient: bool = True):
+def bulk_modulus_and_gradient(E, nu, gradient: bool = True, *, dim: int = 2):
     """K and its exact gradient: ``(K, dK/dE, dK/dnu)`` with the gradients shaped like E.
 
-    K is a float for a single field (ny, nx) and an array (n,) for a batch (n, ny, nx). With
-    ``gradient=False`` the two gradients are None (only the forward solve is done).
+    K is a float for a single field ((ny, nx), or (nz, ny, nx) with ``dim=3``) and an array (n,) for a
+    batch. With ``gradient=False`` the two gradients are None (only the forward solve is done).
     """
+    if isinstance(dim, (bool, np.bool_)) or dim not in (2, 3):
+        raise InvalidValueError(f"dim: expected 2 or 3, got {dim!r}")
+    if dim == 3:
+        return _bulk_modulus_3d(E, nu, gradient)
     E, nu = _check(E, nu)
     single = E.ndim == 2
     E3, nu3 = (E[None], nu[None]) if single else (E, nu)
@@ -202,3 +211,16 @@ def bulk_modulus_and_gradient(E, nu, gradient: bool = True):
     ge = np.stack([o[1] for o in out]).reshape(E3.shape)
     gn = np.stack([o[2] for o in out]).reshape(E3.shape)
     return (k[0], ge[0], gn[0]) if single else (k, ge, gn)
+
+
+def _bulk_modulus_3d(E, nu, gradient: bool):
+    """The voxel case: the composite ranges of ``_check`` (nu in (0, 0.5)), then the HEX8 solve."""
+    from ..fem.voxel_affine import affine_bulk_modulus_3d
+
+    e = np.asarray(E, dtype=float)
+    if e.ndim not in (3, 4) or min(e.shape[-3:]) < 2 or e.size == 0:
+        raise InvalidValueError(f"E: expected a voxel field (nz, ny, nx) or a batch (n, nz, ny, nx), got {describe(E)}")
+    v = np.asarray(nu, dtype=float)
+    if v.shape == e.shape and not (np.all(np.isfinite(v)) and np.all(v > 0) and np.all(v < 0.5)):
+        raise InvalidValueError("nu: every voxel's Poisson's ratio must lie in (0, 0.5)")
+    return affine_bulk_modulus_3d(e, v, gradient=gradient)

@@ -1,4 +1,4 @@
-"""Finite-element core: periodic homogenization, macroscale and full-scale structure solves."""
+"""Finite-element core: periodic homogenization (pixel and voxel cells), macroscale and full-scale structure solves."""
 
 from .boundary import Prescribed
 from .full_scale import FullScaleResult, solve_full_scale
@@ -11,6 +11,8 @@ from .homogenization import (
     mirror_quarter,
 )
 from .macro import MacroModel, MacroSolution, solve_macro
+from .voxel import homogenize_voxel_fields, homogenize_voxels, homogenize_voxels_gradient
+from .voxel_affine import affine_bulk_modulus_3d
 
 __all__ = [
     "CellFields",
@@ -23,6 +25,10 @@ __all__ = [
     "homogenize_fields",
     "homogenize_jax",
     "homogenize_quarter_gradient",
+    "homogenize_voxel_fields",
+    "homogenize_voxels",
+    "homogenize_voxels_gradient",
+    "affine_bulk_modulus_3d",
     "mirror_quarter",
     "solve_full_scale",
     "solve_macro",

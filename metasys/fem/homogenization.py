@@ -116,20 +116,24 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
 
     Parameters
     ----------
-    cells : array (ny, nx) or (N, ny, nx)
-        Densities in [0, 1] (bool, integer 0/1 or float); row 0 is the bottom of the cell.
+    cells : array (ny, nx) or (N, ny, nx), or voxel cells (N, nz, ny, nx)
+        Densities in [0, 1] (bool, integer 0/1 or float); row 0 is the bottom of the cell. A 3D array is
+        always a batch of 2D cells: a single voxel cell must be passed as (1, nz, ny, nx) (or to
+        `metasys.fem.homogenize_voxels`). 4D arrays go to `metasys.fem.homogenize_voxels` (HEX8 voxels,
+        x = last axis, 3D isotropic ``material.E``, ``material.nu``).
     material : Material
         Base material and density interpolation.
     batch_size : int, keyword-only
         Cells solved together, rounded up to a multiple of 8 (a tuning knob: memory grows with it, results
-        do not depend on it).
+        do not depend on it). Voxel cells are solved one at a time.
     progress : bool, keyword-only
         Show a progress bar.
 
     Returns
     -------
-    C : array (3, 3) for one cell or (N, 3, 3)
-        Homogenized constitutive matrices, in the units of ``material.E``.
+    C : array (3, 3) for one cell or (N, 3, 3); (N, 6, 6) for voxel cells
+        Homogenized constitutive matrices, in the units of ``material.E``; voxel cells in Voigt order
+        (11, 22, 33, 23, 13, 12) with engineering shear.
 
     Raises
     ------
@@ -145,8 +149,12 @@ def homogenize(cells, material: Material = Material(), *, batch_size: int = 128,
     (u0_l - chi_l)_e`` (cell area 1), summed from non-negative element terms: small components of
     nearly disconnected cells (thin void layers) keep their relative accuracy.
     """
-    single = np.ndim(cells) == 2
     _check_batch_size(batch_size)
+    if np.ndim(cells) == 4:
+        from .voxel import homogenize_voxels
+
+        return homogenize_voxels(cells, material)
+    single = np.ndim(cells) == 2
     rho = as_density(cells)
     n, ny, nx = rho.shape
     ke, u0, _, _ = _element_matrices(ny, nx, material)

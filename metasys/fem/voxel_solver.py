@@ -1,0 +1,147 @@
+"""Linear solves of the voxel systems: sparse LU for small grids, AMG-preconditioned block CG for large ones.
+
+Both solve ``A X = B`` for all right-hand sides of a cell at once (6 load cases of the periodic problem,
+1 to 3 of the affine-boundary problem), with ``A`` symmetric positive definite (pinned or Dirichlet).
+
+``"direct"``: SuperLU with a minimum-degree ordering of ``A + A^T``; exact to round-off, but the 3D fill
+grows like ``n^2`` in the number of unknowns (the separators of a voxel grid are planes).
+
+``"amg"``: one smoothed-aggregation hierarchy of pyamg (setup once per matrix) preconditions a block
+conjugate-gradient iteration that advances all right-hand sides together. The V-cycle is applied to
+the whole block (damped Jacobi smoothing, ``A_l @ X`` with ``X`` of L columns): one sparse
+matrix-times-block product reads the matrix once for all load cases, which costs about twice a
+single product instead of L times (pyamg's own cycle works one vector at a time). The columns are
+independent CG iterations (each its own step lengths) stopped when every relative residual is below
+``rtol``; the homogenized C is an energy, so its error is of the order of the squared error of the
+solution in the energy norm (about ``rtol^2`` relative).
+
+See ``docs/api/fem3d.md`` and ``benchmarks/homogenize3d.py`` for the measured comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+from ..errors import InvalidValueError, SolverError
+
+DIRECT_LIMIT = 30_000
+"""``method="auto"`` uses the direct solver up to this many unknowns (about 21^3 voxels), AMG-CG above."""
+
+METHODS = ("auto", "direct", "amg")
+
+
+def check_method(method) -> str:
+    if method not in METHODS:
+        raise InvalidValueError(f"solver: expected one of {METHODS}, got {method!r}")
+    return method
+
+
+class SpdSolver:
+    """Solver of ``a x = b`` for one SPD sparse matrix (n, n), reusable for several right-hand sides.
+
+    Parameters
+    ----------
+    a : sparse matrix (n, n)
+        Symmetric positive definite, 3 displacement components per node (interleaved).
+    method : {"auto", "direct", "amg"}
+        ``"auto"``: direct up to `DIRECT_LIMIT` unknowns, AMG-CG above.
+    rtol : float
+        AMG-CG: relative residual ``||b - a x|| / ||b||`` reached by every column.
+    maxiter : int
+        AMG-CG: iteration limit (a `SolverError` past it).
+    """
+
+    def __init__(self, a: sp.spmatrix, method: str = "auto", rtol: float = 1e-8, maxiter: int = 2000):
+        method = check_method(method)
+        if method == "auto":
+            method = "direct" if a.shape[0] <= DIRECT_LIMIT else "amg"
+        self.method, self.rtol, self.maxiter = method, rtol, maxiter
+        if method == "direct":
+            try:
+                self._lu = splu(sp.csc_matrix(a), permc_spec="MMD_AT_PLUS_A")
+            except RuntimeError as exc:
+                raise SolverError(f"voxel solve: the stiffness matrix is singular ({exc})") from None
+        else:
+            self._amg = BlockAMG(a)
+
+    def solve(self, b: np.ndarray, atol=0.0) -> np.ndarray:
+        """Solutions (n, L) for right-hand sides (n, L); ``atol`` (scalar or (L,)) floors the AMG-CG target."""
+        if self.method == "direct":
+            return self._lu.solve(np.asarray(b, dtype=float))
+        return self._amg.solve(b, self.rtol, self.maxiter, atol)
+
+
+class BlockAMG:
+    """Smoothed-aggregation hierarchy (pyamg) applied as a V-cycle to blocks of vectors.
+
+    Parameters
+    ----------
+    a : sparse matrix (3 n_nodes, 3 n_nodes)
+        SPD stiffness with 3 displacement components per node (interleaved); the three rigid
+        translations are the near-null space given to the aggregation.
+    """
+
+    def __init__(self, a: sp.spmatrix):
+        import pyamg
+
+        n = a.shape[0]
+        near_null = np.tile(np.eye(3), (n // 3, 1))
+        # Jacobi smoothing of the tentative prolongator and one level of aggregation per
+        # factor of ~27: the coarse matrices of a 27-point stencil stay small (operator complexity ~1.05).
+        self.ml = pyamg.smoothed_aggregation_solver(sp.csr_matrix(a), B=near_null, max_coarse=2000, coarse_solver="splu")
+        self.levels = [(sp.csr_matrix(lvl.A), 1.0 / lvl.A.diagonal()) for lvl in self.ml.levels]
+        self.transfer = [(sp.csr_matrix(lvl.P), sp.csr_matrix(lvl.R)) for lvl in self.ml.levels[:-1]]
+        self.coarse = splu(sp.csc_matrix(self.levels[-1][0]), permc_spec="MMD_AT_PLUS_A")
+        # damped Jacobi weight 4/(3 rho(D^-1 A)) (the standard choice for smoothing SPD stencils)
+        from pyamg.util.linalg import approximate_spectral_radius
+
+        self.omega = [4.0 / (3.0 * approximate_spectral_radius(sp.diags(d) @ m)) for m, d in self.levels[:-1]]
+
+    def vcycle(self, r: np.ndarray, level: int = 0) -> np.ndarray:
+        """Approximate ``A^-1 r`` for a block r (n_level, L): one V(1, 1) cycle, symmetric (a valid CG preconditioner)."""
+        if level == len(self.levels) - 1:
+            return self.coarse.solve(r)
+        a, dinv = self.levels[level]
+        w = self.omega[level] * dinv[:, None]
+        x = w * r
+        p, rr = self.transfer[level]
+        x += p @ self.vcycle(rr @ (r - a @ x), level + 1)
+        x += w * (r - a @ x)
+        return x
+
+    def solve(self, b: np.ndarray, rtol: float = 1e-8, maxiter: int = 2000, atol=0.0) -> np.ndarray:
+        """Block PCG: L independent CG iterations sharing every matrix and preconditioner product.
+
+        A column stops at ``||r|| <= max(rtol ||b||, atol)`` (``atol`` keeps round-off right-hand sides,
+        e.g. of a homogeneous cell, from iterating on noise).
+        """
+        a = self.levels[0][0]
+        b = np.asarray(b, dtype=float).reshape(a.shape[0], -1)
+        x = np.zeros_like(b)
+        r = b.copy()
+        norm_b = np.linalg.norm(b, axis=0)
+        target = np.maximum(rtol * norm_b, atol)
+        z = self.vcycle(r)
+        p = z.copy()
+        rz = np.einsum("ij,ij->j", r, z)
+        self.iterations = 0
+        for self.iterations in range(1, maxiter + 1):
+            if np.all(np.linalg.norm(r, axis=0) <= target):
+                return x
+            q = a @ p
+            pq = np.einsum("ij,ij->j", p, q)
+            done = np.linalg.norm(r, axis=0) <= target
+            alpha = np.divide(rz, pq, out=np.zeros_like(rz), where=(pq > 0) & ~done)  # converged columns stay put
+            x += alpha * p
+            r -= alpha * q
+            z = self.vcycle(r)
+            rz_new = np.einsum("ij,ij->j", r, z)
+            beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)
+            p = z + beta * p
+            rz = rz_new
+        if np.all(np.linalg.norm(r, axis=0) <= target):
+            return x
+        raise SolverError(f"voxel solve: AMG-CG did not reach rtol={rtol} in {maxiter} iterations "
+                          f"(residual norms {np.linalg.norm(r, axis=0)}, right-hand sides {norm_b})")
