@@ -272,6 +272,7 @@ def test_slice_plot_and_render_write_pngs(tmp_path, samples3d):
     (lambda t: backproject(np.zeros((2, 8, 8, 8)), t), "image"),
     (lambda t: backproject(np.zeros((3, 8, 8, 8, 8)), t), "image"),
     (lambda t: backproject(np.zeros((3, 3, 8, 8)), t), "image"),
+    (lambda t: backproject([[1.0, 2.0], [3.0]], t), "image"),
     (lambda t: write_voxel_vtu(np.zeros((4, 4)), "a.vtu"), "fields"),
     (lambda t: write_voxel_vtu(np.zeros((2, 4, 4, 4)), "a.vtu", names=["E"]), "names"),
     (lambda t: write_voxel_vtu({"E": np.zeros((4, 4, 4)), "nu": np.zeros((4, 4, 3))}, "a.vtu"), "fields"),

@@ -2,7 +2,8 @@
 
 - `materials`: the material table (E, nu, rho), its 10 x 10 x 10 chunks and the normalized space;
   `recipe`: how the shipped table is made;
-- `microstructure`: random non-overlapping circles on a 64 x 64 grid (`sample_microstructure`);
+- `microstructure`: random non-overlapping circles on a 64 x 64 grid, or spheres on a 32^3 voxel grid with
+  ``dim=3`` (`sample_microstructure`); `forward`: the bulk modulus of a batch of 2D or 3D fields;
 - `dataset`: HDF5 datasets of such microstructures (``metasys composites dataset``);
 - `homogenize`: bulk modulus under affine boundary displacements, with its adjoint gradient (`bulk_modulus`);
 - `backproject`: from a (generated) material image back to table materials, radius and volume fraction;
@@ -10,7 +11,8 @@
 - `prior` / `training`: the unconditional diffusion prior over (E, nu, rho) images and its training;
 - `guided`: loss-guided sampling with the FEM gradient (J_1, J_2);
 - `design`: `inverse_design` (guided sampling, backprojection, K_theta, frac/cov); `result`: its `DesignResult`;
-- `baseline`: the Bayesian-optimization baseline; `plots`: sample grids and the K histogram.
+- `baseline`: the Bayesian-optimization baseline; `plots`: sample grids, the K histogram, 3D mid-slices and
+  renders (voxel exports: `metasys.export3d`).
 
 The modules that need JAX (`inverse_design`, `load_prior`, ...) are imported on first use.
 """

@@ -116,7 +116,10 @@ def _particles(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _check_image(image) -> np.ndarray:
-    img = np.asarray(image, dtype=float) if np.asarray(image).dtype != object else None
+    try:
+        img = np.asarray(image, dtype=float)
+    except (TypeError, ValueError):  # ragged or non-numeric input: report it as the shape error below
+        img = None
     if img is None or img.ndim not in (3, 4) or img.shape[0] != 3 or min(img.shape[1:]) < 4 or not np.all(np.isfinite(img)):
         raise InvalidValueError(f"image: expected a finite material image (3, ny, nx) or (3, nz, ny, nx) with at least "
                                 f"4 points per side, got {describe(image)}")

@@ -109,7 +109,8 @@ def bulk_modulus_cmd(
 
 @app.command("backproject")
 def backproject_cmd(
-    image: Path = typer.Argument(..., help=".npy material image (3, 64, 64): E [GPa], nu, rho (--normalized: in [-1, 1])."),
+    image: Path = typer.Argument(..., help=".npy material image (3, 64, 64) or (3, 32, 32, 32): E [GPa], nu, rho "
+                                 "(--normalized: in [-1, 1])."),
     normalized: bool = typer.Option(False, "--normalized", help="The image is in the normalized space [-1, 1]^3."),
     seed: int = typer.Option(0, "--seed", help="Seed of the re-sampled microstructures."),
     table: Path = typer.Option(None, "--table", help="Material table CSV (default: the shipped one)."),
