@@ -13,7 +13,7 @@ energy form makes the error of C second order in the error of an iterative solut
 minimizes the energy, the derivative of C w.r.t. any element parameter needs no extra solve (the
 problem is self-adjoint): ``dC_kl / dp_e = (u0_k + chi_k)_e^T (dk_e / dp_e) (u0_l + chi_l)_e / n_voxels``.
 
-Solver (``solver="auto"``): sparse LU up to 30,000 unknowns (about 21^3 voxels), smoothed-aggregation AMG
+Solver (``solver="auto"``): sparse LU up to 2,000 unknowns (8^3 voxels), aggregation AMG
 (pyamg) preconditioning a block CG over the six load cases above (see `metasys.fem.voxel_solver` and the
 measured comparison in ``docs/api/fem3d.md``).
 """
