@@ -92,48 +92,76 @@ def amg_split(cell: np.ndarray, material) -> tuple[float, float, int]:
     return setup, solve, amg.iterations
 
 
+def mg_split(cell: np.ndarray, material) -> tuple[float, float, int]:
+    """The geometric-multigrid path, timed in parts: (assembly + hierarchy s, block-CG solve s, iterations)."""
+    from metasys.fem.voxel import _density_basis
+    from metasys.fem.voxel_assembly import weights_at_nodes
+    from metasys.fem.voxel_element import affine_displacements_3d
+    from metasys.fem.voxel_mg import VoxelMG
+
+    start = time.perf_counter()
+    basis = _density_basis(material)
+    weights = material.modulus(cell)[None]
+    loads = (basis[0] @ affine_displacements_3d()).reshape(8, 18)
+    rhs = -(weights_at_nodes(weights).reshape(8, -1).T @ loads).reshape(*cell.shape, 3, 6)
+    rhs[0, 0, 0] = 0.0
+    fixed = np.zeros(cell.shape, bool)
+    fixed[0, 0, 0] = True
+    mg = VoxelMG(weights, basis, fixed)
+    setup = time.perf_counter() - start
+    _, solve = timed(mg.solve, np.ascontiguousarray(rhs.transpose(4, 3, 0, 1, 2)), 1e-8)
+    return setup, solve, mg.iterations
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--void", action="store_true", help="binary cells with the 1e-9 ersatz void instead of E 1 / 100")
     parser.add_argument("--direct32", action="store_true", help="also time SuperLU at 32^3 (minutes, several GB)")
-    parser.add_argument("--n64", action="store_true", help="also time one 64^3 cell")
+    parser.add_argument("--n64", action="store_true", help="also time one 64^3 cell (add --before64 for pyamg there: minutes)")
+    parser.add_argument("--before64", action="store_true", help="with --n64: also the pyamg path at 64^3")
     parser.add_argument("--cells", type=int, default=2, help="cells per size for the chosen path")
     args = parser.parse_args()
     print("load average:", os.getloadavg(), flush=True)
 
     t0 = time.perf_counter()
     from metasys.composites import bulk_modulus_and_gradient
-    from metasys.fem import homogenize_voxels
+    from metasys.fem import affine_bulk_modulus_3d, homogenize_voxels
     from metasys.material import Material
 
     material = Material(nu=0.3) if args.void else Material.two_phase(1.0, 100.0, nu=0.3)
     print(f"material: {material}", flush=True)
     warm = random_cells(1, 16, seed=99)
-    _, first = timed(homogenize_voxels, warm, material, solver="amg")
-    print(f"first call (imports + 16^3 tables + pyamg import, AMG): {time.perf_counter() - t0:.2f} s "
+    _, first = timed(homogenize_voxels, warm, material, solver="mg")
+    print(f"first call (imports + numba compile or cache load + 16^3 tables, mg): {time.perf_counter() - t0:.2f} s "
           f"(solve part {first:.2f} s)", flush=True)
-    _, second = timed(homogenize_voxels, warm, material, solver="amg")
+    _, second = timed(homogenize_voxels, warm, material, solver="mg")
     print(f"same call again: {second:.2f} s", flush=True)
+    homogenize_voxels(warm, material, solver="amg")  # pyamg import outside the timings
 
     for n in (16, 32) + ((64,) if args.n64 else ()):
         cells = random_cells(args.cells if n < 64 else 1, n, seed=n)
         c_auto, s = timed(homogenize_voxels, cells, material)
-        report(f"{n}^3 homogenize_voxels (auto)", len(cells), s, f"C11 {c_auto[0, 0, 0]:.6g}")
-        setup, solve, its = amg_split(cells[0], material)
-        print(f"    AMG parts, cell 0: assembly + setup {setup:.2f} s, block CG {solve:.2f} s, {its} iterations", flush=True)
+        report(f"{n}^3 after: homogenize_voxels (auto = mg)", len(cells), s, f"C11 {c_auto[0, 0, 0]:.6g}")
+        setup, solve, its = mg_split(cells[0], material)
+        print(f"    mg parts, cell 0: assembly + hierarchy {setup:.2f} s, block CG {solve:.2f} s, {its} iterations", flush=True)
+        if n <= 32 or args.before64:
+            c_amg, s = timed(homogenize_voxels, cells[:1], material, solver="amg")
+            report(f"{n}^3 before: pyamg aggregation + block CG", 1, s, f"|dC| {np.abs(c_amg[0] - c_auto[0]).max():.1e}")
+            setup, solve, its = amg_split(cells[0], material)
+            print(f"    AMG parts, cell 0: assembly + setup {setup:.2f} s, block CG {solve:.2f} s, {its} iterations", flush=True)
         if n <= 16 or (n == 32 and args.direct32):
             c_direct, s = timed(homogenize_voxels, cells[:1], material, solver="direct")
             report(f"{n}^3 alternative: SuperLU (direct)", 1, s, f"|dC| {np.abs(c_direct[0] - c_auto[0]).max():.1e}")
-        if n <= 32:
-            c_amg, s = timed(homogenize_voxels, cells[:1], material, solver="amg")
-            report(f"{n}^3 block AMG-CG", 1, s, f"|dC| {np.abs(c_amg[0] - c_auto[0]).max():.1e}")
+        if n <= 16:
             s, its = pyamg_per_vector(cells[0], material)
             report(f"{n}^3 alternative: pyamg solve per load case", 1, s, f"{its} iterations over 6 solves")
     for n in (16, 32):
         e = np.where(random_cells(1, n, seed=7)[0] > 0, 100.0, 1.0)
         nu = np.full_like(e, 0.3)
         (k, _, _), s = timed(bulk_modulus_and_gradient, e, nu, dim=3)
-        print(f"{n}^3 bulk modulus + gradient (dim=3): {s:.2f} s, K = {k:.4f}", flush=True)
+        (k_amg, _, _), s_amg = timed(affine_bulk_modulus_3d, e, nu, gradient=True, solver="amg")
+        print(f"{n}^3 bulk modulus + gradient (dim=3): after (auto) {s:.2f} s, before (pyamg) {s_amg:.2f} s, "
+              f"K = {k:.6f} (|dK| {abs(k - k_amg):.1e})", flush=True)
     print("load average:", os.getloadavg(), flush=True)
 
 

@@ -136,6 +136,29 @@ def test_amg_solver_agrees_with_direct(cell):
     np.testing.assert_allclose(amg, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 8), (6, 8, 10), (8, 5, 6)])  # (8, 5, 6): z and x coarsened, y not
+def test_multigrid_solver_agrees_with_direct(rng, shape):
+    for material in [Material(nu=0.3), Material.two_phase(1.0, 100.0, nu=0.3)]:  # binary with the 1e-9 void, E 1 / 100
+        cell = (rng.random(shape) > 0.5).astype(float)
+        direct = homogenize_voxels(cell, material, solver="direct")
+        mg = homogenize_voxels(cell, material, solver="mg")
+        np.testing.assert_allclose(mg, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+    e, nu = 1.0 + 1e4 * rng.random(shape) ** 4, 0.05 + 0.4 * rng.random(shape)  # per-voxel (E, nu), contrast ~1e4
+    direct = homogenize_voxel_fields(e, nu, solver="direct")
+    np.testing.assert_allclose(homogenize_voxel_fields(e, nu, solver="mg"), direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 10), (7, 8, 6)])  # 7 voxels: that axis is not coarsened
+def test_multigrid_bulk_modulus_agrees_with_direct(rng, shape):
+    e = 1.0 + 300.0 * (rng.random(shape) > 0.6)
+    nu = 0.2 + 0.2 * rng.random(shape)
+    k, ge, gn = affine_bulk_modulus_3d(e, nu, gradient=True, solver="direct")
+    k_mg, ge_mg, gn_mg = affine_bulk_modulus_3d(e, nu, gradient=True, solver="mg", rtol=1e-12)
+    assert k_mg == pytest.approx(k, rel=1e-12)
+    np.testing.assert_allclose(ge_mg, ge, rtol=0, atol=1e-9 * np.abs(ge).max())
+    np.testing.assert_allclose(gn_mg, gn, rtol=0, atol=1e-9 * np.abs(gn).max())
+
+
 def _fd(f, x, index, h):
     xp, xm = x.copy(), x.copy()
     xp[index] += h

@@ -24,9 +24,9 @@ import numpy as np
 
 from ..errors import InvalidCellError, InvalidTypeError, InvalidValueError, describe
 from ..material import Material
-from .voxel_assembly import element_values, stencil_blocks, voxel_grid, weights_at_nodes
+from .voxel_assembly import element_values, voxel_grid, weights_at_nodes
 from .voxel_element import LAME_BASIS, affine_displacements_3d, lame, lame_derivatives
-from .voxel_solver import SpdSolver, check_method
+from .voxel_solver import check_method, voxel_solver
 
 _CHUNK = 32768
 """Voxels per block of the element-energy sums (bounds their temporary memory to ~40 MB)."""
@@ -67,7 +67,6 @@ def _periodic_solve(weights: np.ndarray, basis: np.ndarray, solver: str, rtol: f
     shape = weights.shape[1:]
     grid = voxel_grid(*shape)
     n = grid.n_nodes
-    a = grid.assemble(weights, stencil_blocks(basis))
     u0 = affine_displacements_3d()
     loads = np.einsum("qab,bk->qak", basis, u0).reshape(len(basis) * 8, 3 * 6)  # rows (q, a): node a's 3 x 6 block
     w_nodes = weights_at_nodes(weights).reshape(-1, n).T  # (n, m * 8)
@@ -75,7 +74,7 @@ def _periodic_solve(weights: np.ndarray, basis: np.ndarray, solver: str, rtol: f
     rhs[0] = 0.0  # pinned node
     # floor of the CG target: round-off of the (cancelling) element loads, e.g. of a homogeneous cell
     atol = 1e-14 * np.sqrt((w_nodes**2).sum() * (loads**2).sum() / 6.0)
-    chi = SpdSolver(a, solver, rtol).solve(rhs.reshape(3 * n, 6), atol).reshape(*shape, 3, 6)
+    chi = voxel_solver(grid, weights, basis, method=solver, rtol=rtol).solve(rhs.reshape(3 * n, 6), atol).reshape(*shape, 3, 6)
     energies = np.empty((len(basis), n, 6, 6))
     for start in range(0, n, _CHUNK):
         block = slice(start, min(start + _CHUNK, n))

@@ -29,7 +29,7 @@ from ..errors import InvalidValueError, describe
 from .voxel import as_voxels
 from .voxel_assembly import element_values, stencil_blocks, voxel_grid, weights_at_nodes
 from .voxel_element import CENTRE_B, LAME_BASIS, lame, lame_derivatives
-from .voxel_solver import SpdSolver, check_method
+from .voxel_solver import check_method, voxel_solver
 
 _TRACE_ROW = CENTRE_B[:3].sum(axis=0)  # (24,): e11 + e22 + e33 of a voxel from its nodal displacements
 
@@ -49,13 +49,22 @@ def _solve_one(lam: np.ndarray, mu: np.ndarray, gradient: bool, solver: str, rto
     idx = np.indices(padded).reshape(3, -1)  # (z, y, x) of every node
     fixed = np.any((idx == 0) | (idx == np.array(shape)[:, None]), axis=0)
     u_fixed = np.where(fixed[:, None], idx[::-1].T, 0.0)  # u = x (components x, y, z) on the boundary
-    a = grid.assemble(weights, stencil_blocks(LAME_BASIS), fixed)
     # right-hand side -A_full u_fixed on the interior: assemble without constraints for the product
     full = grid.assemble(weights, stencil_blocks(LAME_BASIS), np.zeros(grid.n_nodes, bool))
-    rhs = -(full @ u_fixed.ravel())
+    load = full @ u_fixed.ravel()
+    rhs = -load
     rhs.reshape(-1, 3)[fixed] = 0.0
-    sol = SpdSolver(a, solver, rtol)
-    w = sol.solve(rhs[:, None], 1e-14 * np.linalg.norm(full @ u_fixed.ravel()))[:, 0]
+    sol = voxel_solver(grid, weights, LAME_BASIS, fixed, (True, True, True), solver, rtol)
+    k_nodes = weights_at_nodes(_padded(lam + 2.0 * mu / 3.0)).reshape(8, -1).T
+    if gradient:
+        # dK/du at the nodes (independent of u): sum over the voxels holding a node of K_e * trace row / (3 n);
+        # the adjoint system has the same matrix, so it is solved together with the forward one
+        g = (k_nodes @ _TRACE_ROW.reshape(8, 3)).ravel() / (3.0 * n_vox)
+        g.reshape(-1, 3)[fixed] = 0.0
+        both = sol.solve(np.stack([rhs, g], axis=1), np.array([1e-14 * np.linalg.norm(load), 1e-14 * np.linalg.norm(g)]))
+        w, adj = both[:, 0], both[:, 1].reshape(*padded, 3)
+    else:
+        w = sol.solve(rhs[:, None], 1e-14 * np.linalg.norm(load))[:, 0]
     u = (w.reshape(-1, 3) + u_fixed).reshape(*padded, 3)
     u_e = element_values(u)[:, : shape[0], : shape[1], : shape[2]]  # (8, nz, ny, nx, 3)
     u_e = np.moveaxis(u_e, 0, -2).reshape(n_vox, 24)
@@ -64,10 +73,6 @@ def _solve_one(lam: np.ndarray, mu: np.ndarray, gradient: bool, solver: str, rto
     k = np.dot(k_e, trace) / (3.0 * n_vox)
     if not gradient:
         return k, None, None
-    # dK/du at the nodes: sum over the voxels holding a node of K_e * trace row / (3 n)
-    g = (weights_at_nodes(_padded(lam + 2.0 * mu / 3.0)).reshape(8, -1).T @ _TRACE_ROW.reshape(8, 3)).ravel() / (3.0 * n_vox)
-    g.reshape(-1, 3)[fixed] = 0.0
-    adj = sol.solve(g[:, None], 1e-14 * np.linalg.norm(g))[:, 0].reshape(*padded, 3)
     adj_e = np.moveaxis(element_values(adj)[:, : shape[0], : shape[1], : shape[2]], 0, -2).reshape(n_vox, 24)
     implicit = np.einsum("ea,qab,eb->qe", adj_e, LAME_BASIS, u_e, optimize=True)
     dk_dlam = trace / (3.0 * n_vox) - implicit[0]
