@@ -17,8 +17,10 @@ boundary nodes prescribed; this reuses the periodic stencil assembly of `metasys
 
 Gradient (implicit differentiation): with ``A w = b`` for the interior unknowns and
 ``lam_adj = A^-1 dK/dw``, ``dK/dp_e = dK/dp_e|explicit - lam_adj_e^T (dk_e/dp_e) u_e`` for ``p`` = the Lame
-parameters (``u_e`` the voxel's total nodal displacements), then the chain rule to E and nu. The forward
-and the adjoint solves share one factorization (or one AMG hierarchy).
+parameters (``u_e`` the voxel's total nodal displacements), then the chain rule to E and nu. The adjoint
+right-hand side ``dK/dw`` does not depend on the solution, so the forward and the adjoint systems (same
+matrix) are solved together as one block of two (one factorization or multigrid hierarchy, shared
+stencil products). The open box is coarsened as a torus of odd side whose last voxel layer is empty.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidValueError, describe
-from .voxel import as_voxels
+from .voxel import as_voxels, map_cells
 from .voxel_assembly import element_values, stencil_blocks, voxel_grid, weights_at_nodes
 from .voxel_element import CENTRE_B, LAME_BASIS, lame, lame_derivatives
 from .voxel_solver import check_method, voxel_solver
@@ -91,7 +93,7 @@ def affine_bulk_modulus_3d(E, nu, *, gradient: bool = False, solver: str = "auto
         Poisson's ratio of every voxel, in (-1, 0.5).
     gradient : bool, keyword-only
         Also return ``dK/dE`` and ``dK/dnu``.
-    solver : {"auto", "direct", "amg"}, keyword-only
+    solver : {"auto", "direct", "amg", "mg"}, keyword-only
         Linear solver (`metasys.fem.voxel_solver`).
     rtol : float, keyword-only
         Relative residual of the AMG-CG solves.
@@ -112,7 +114,7 @@ def affine_bulk_modulus_3d(E, nu, *, gradient: bool = False, solver: str = "auto
     if np.any(v <= -1.0) or np.any(v >= 0.5):
         raise InvalidValueError("nu: every voxel's Poisson's ratio must lie in (-1, 0.5)")
     lam, mu = lame(e, v)
-    out = [_solve_one(lam[i], mu[i], gradient, solver, rtol) for i in range(len(e))]  # one system per field
+    out = list(map_cells(lambda i: _solve_one(lam[i], mu[i], gradient, solver, rtol), range(len(e)), e[0].size))
     k = np.array([o[0] for o in out])
     single = np.ndim(E) == 3
     if not gradient:

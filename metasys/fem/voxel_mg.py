@@ -4,7 +4,9 @@ The voxel systems of `metasys.fem.voxel` and `metasys.fem.voxel_affine` live on 
 (one node per voxel; an open box is a torus whose last voxel layer has zero stiffness). Instead of a sparse
 matrix and an algebraic hierarchy, this module keeps every level as a **27-point block stencil**
 ``S[z, y, d, r, c, x]`` (3 x 3 blocks, x innermost so that the compiled kernels run over contiguous rows)
-and applies it with numba (``parallel=True`` over z-slices), without index arrays.
+and applies it with serial numba kernels that release the GIL (no index arrays). ``parallel=True`` was
+measured and dropped: on the shared, loaded 2-core machine every parallel region cost ~13 ms of
+synchronisation (a 16^3 product 16.5 ms on two threads, 3.7 ms on one); see ``docs/api/fem3d.md``.
 
 Hierarchy: 2x coarsening per axis (a periodic axis of even side ``N -> N / 2``, an open axis of odd side
 ``N -> (N + 1) / 2``, other axes are not coarsened), trilinear prolongation ``P``, restriction ``P^T``.
@@ -327,6 +329,10 @@ class VoxelMG:
     """
 
     def __init__(self, weights, basis, fixed, open_axes=(False, False, False), degree: int = 2, fine_entries=None):
+        with _one_blas_thread():
+            self._setup(weights, basis, fixed, open_axes, degree, fine_entries)
+
+    def _setup(self, weights, basis, fixed, open_axes, degree, fine_entries):
         weights = np.asarray(weights, float)
         shape = weights.shape[1:]
         self.degree = degree
@@ -432,6 +438,10 @@ class VoxelMG:
 
     def solve(self, b: np.ndarray, rtol: float = 1e-8, maxiter: int = 500, atol=0.0) -> np.ndarray:
         """Block PCG in float64 on b (L, 3, nz, ny, nx); a column stops at ``||r|| <= max(rtol ||b||, atol)``."""
+        with _one_blas_thread():
+            return self._solve(b, rtol, maxiter, atol)
+
+    def _solve(self, b, rtol, maxiter, atol):
         b = np.ascontiguousarray(b, dtype=float)
         n_rhs = len(b)
         x = np.zeros_like(b)
@@ -463,6 +473,14 @@ class VoxelMG:
             return x
         raise SolverError(f"voxel solve: multigrid CG did not reach rtol={rtol} in {maxiter} iterations "
                           f"(residual norms {norms(r)}, right-hand sides {norms(b)})")
+
+
+def _one_blas_thread():
+    """BLAS on one thread: the small dense products and the coarse Cholesky here took 0.1-0.4 s each with
+    OpenBLAS's threads on the loaded machine (waking its pool), milliseconds on one."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _dots(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,12 +1,28 @@
-"""Linear solves of the voxel systems: sparse LU for small grids, AMG-preconditioned block CG for large ones.
+"""Linear solves of the voxel systems: sparse LU for small grids, geometric-multigrid block CG for large ones.
 
-Both solve ``A X = B`` for all right-hand sides of a cell at once (6 load cases of the periodic problem,
-1 to 3 of the affine-boundary problem), with ``A`` symmetric positive definite (pinned or Dirichlet).
+All solve ``A X = B`` for all right-hand sides of a cell at once (6 load cases of the periodic problem,
+2 of the affine-boundary problem: the forward and the adjoint solve share the matrix and are one block),
+with ``A`` symmetric positive definite (pinned or Dirichlet). `voxel_solver` picks the method.
+
+``"mg"`` (the default above `DIRECT_LIMIT` unknowns when the grid coarsens: periodic sides even, open sides
+odd; `metasys.fem.voxel_mg`): geometric multigrid on the regular grid, every level a 27-point block stencil
+applied by compiled (numba) kernels, Galerkin coarse levels built voxel by voxel, Chebyshev / block-Jacobi
+smoothing in float32 inside a float64 block CG. Why it replaced ``"amg"`` (measured in one run of
+``benchmarks/homogenize3d.py`` on the shared 2-core machine at load 9-10, E 1 / 100 cells): 32^3 5.0 s per
+cell against 26 s (21 CG iterations instead of 49: the geometric hierarchy with Galerkin operators is a
+better preconditioner than plain aggregation; the hierarchy costs 0.4-1.3 s instead of 2-9 s: no
+aggregation, no sparse triple products; a stencil product needs no index arrays and half the bytes in
+float32). With the 1e-9 void of binary cells the iteration count stays at 21. Not kept: numba
+``parallel=True`` (each parallel region cost ~13 ms on the loaded machine, a 16^3 stencil product 16 ms
+against 3.7 ms on one thread; the kernels are serial and release the GIL), Chebyshev degree 1 or 3 (29 or
+19 iterations, same total time as degree 2), several cells on two threads (`metasys.fem.voxel.CELL_THREADS`:
+no gain at that load).
 
 ``"direct"``: SuperLU with a minimum-degree ordering of ``A + A^T``; exact to round-off, but the 3D fill
 grows like ``n^2`` in the number of unknowns (the separators of a voxel grid are planes).
 
-``"amg"``: one (plain) aggregation hierarchy of pyamg (setup once per matrix) preconditions a block
+``"amg"`` (the fallback for grids that do not coarsen, e.g. odd periodic sides): one (plain) aggregation
+hierarchy of pyamg (setup once per matrix) preconditions a block
 conjugate-gradient iteration that advances all right-hand sides together. The V-cycle is applied to
 the whole block (damped Jacobi smoothing, ``A_l @ X`` with ``X`` of L columns): one sparse
 matrix-times-block product reads the matrix once for all load cases, which costs about twice a
@@ -85,7 +101,7 @@ class _MGSolver:
 
 
 class SpdSolver:
-    """Solver of ``a x = b`` for one SPD sparse matrix (n, n), reusable for several right-hand sides.
+    """Solver of ``a x = b`` for one SPD sparse matrix (n, n), reusable for several right-hand sides (direct or pyamg).
 
     Parameters
     ----------
