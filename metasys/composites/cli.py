@@ -139,14 +139,15 @@ def backproject_cmd(
 @app.command("train-prior")
 def train_prior_cmd(
     out: Path = typer.Option(..., "--out", help="Prior directory to write (resumed if it holds this run's checkpoint)."),
-    dataset_path: Path = typer.Option(None, "--dataset", help="Training dataset (default: the shipped 10k dataset)."),
+    dataset_path: Path = typer.Option(None, "--dataset", help="Training dataset (default: the shipped 10k dataset); a 3D "
+                                      "dataset (--dim 3) trains a 3D prior."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialization, mini-batches, time steps and noise."),
-    steps: int = typer.Option(None, "--steps", help="Training steps (default 9000)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size (default 16)."),
+    steps: int = typer.Option(None, "--steps", help="Training steps (default 9000; 3D: 4000)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size (default 16; 3D: 4)."),
     time_limit: float = typer.Option(None, "--time-limit", help="Stop cleanly after this many seconds (rerun to resume)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
-    """Train the unconditional composite prior (v-prediction, zero-terminal-SNR linear schedule)."""
+    """Train the unconditional composite prior (v-prediction, zero-terminal-SNR linear schedule), 2D or 3D as the dataset."""
     from ..errors import FileFormatError
 
     try:
@@ -161,7 +162,8 @@ def train_prior_cmd(
         info = dataset_info(path)
         training = {} if batch_size is None else {"batch_size": batch_size}
         record = train_prior(data.images, out, steps=steps, seed=seed, training=training, time_limit=time_limit,
-                             source={"dataset": Path(path).name, "n_images": len(data), "dataset_seed": info["seed"]},
+                             source={"dataset": Path(path).name, "n_images": len(data), "dataset_seed": info["seed"],
+                                     **({"dim": 3} if data.dim == 3 else {})},
                              command=_command(), progress=not quiet, log=console.print)
     except MetasysError as exc:
         _fail(exc)
@@ -181,6 +183,9 @@ def design_cmd(
     table: Path = typer.Option(None, "--table", help="Material table CSV (default: the shipped one)."),
     steps: int = typer.Option(100, "--steps", help="DDIM steps of the guided sampling."),
     iterations: int = typer.Option(100, "--iterations", help="Evaluations of the Bayesian-optimization baseline."),
+    n_theta: int = typer.Option(10, "--n-theta", help="Re-sampled microstructures per design for K_theta (paper: 10)."),
+    dim: int = typer.Option(2, "--dim", help="2: 64 x 64 pixel circles; 3: 32^3 voxel spheres (default prior: "
+                            "databases/composites3d-prior)."),
     out: Path = typer.Option(None, "--out", help="Directory for designs.npz and designs.png."),
 ):
     """Inverse design for a target bulk modulus: guided sampling, backprojection, K_theta, frac and cov."""
@@ -201,6 +206,12 @@ def design_cmd(
             raise InvalidValueError(f"--method: expected guided, unguided or bayesian, got {method!r}")
         if steps < 2 or iterations < 1:
             raise InvalidValueError(f"--steps / --iterations: expected >= 2 / >= 1, got {steps} / {iterations}")
+        if n_theta < 1:
+            raise InvalidValueError(f"--n-theta: expected a positive number of re-sampled microstructures, got {n_theta}")
+        if dim not in (2, 3):
+            raise InvalidValueError(f"--dim: expected 2 or 3, got {dim}")
+        if dim == 3 and method == "bayesian":
+            raise InvalidValueError("--method: the Bayesian-optimization baseline is 2D only (--dim 2)")
         if table is not None and not table.exists():
             raise FileFormatError(f"--table: material table {str(table)!r} does not exist")
         if prior is not None and not (prior / "prior.json").exists():
@@ -209,7 +220,7 @@ def design_cmd(
         from .materials import load_table
 
         result = inverse_design(target, n, seed, objective, density_weight, method=method, prior=prior,
-                                table=load_table(table), steps=steps, iterations=iterations)
+                                table=load_table(table), steps=steps, iterations=iterations, n_theta=n_theta, dim=dim)
         if out is not None:
             from .plots import design_grid
 
@@ -219,7 +230,14 @@ def design_cmd(
                                 radius=result.radius, volume_fraction=result.volume_fraction, k_theta=result.k_theta,
                                 k_sample=result.k_sample, eps_r=result.eps_r, images=result.images,
                                 density=result.density)
-            design_grid([result], out / "designs.png")
+            if dim == 2:
+                design_grid([result], out / "designs.png")
+            else:
+                from .plots import slice_plot
+
+                best = int(np.argmin(result.eps_r))
+                slice_plot(result.images[best], out / "designs.png",
+                           title=f"best of {n}: K_s {result.k_sample[best]:.4g} / K_theta {result.k_theta[best]:.4g}")
     except MetasysError as exc:
         _fail(exc)
     console.print(f"K* = {target:g}: {n} designs ({method}, {objective}) in {result.wall_time_s:.0f} s; "

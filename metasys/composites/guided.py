@@ -25,6 +25,11 @@ clipped to [-1, 1] in the update; the objective sees it through a straight-throu
 
 The noise of sample ``i`` comes from ``fold_in(PRNGKey(seed), i)``, so a sample does not depend on the
 batch it was drawn in.
+
+3D: the prior's dimension decides (`Prior.dim`): a 3D prior samples (3, 32, 32, 32) voxel fields and K is the voxel
+bulk modulus (`metasys.composites.homogenize.bulk_modulus(..., dim=3)`, one HEX8 solve and its adjoint per sample and
+step: seconds each on 2 cores, so a 100-step 3D sample costs minutes). The same scales and the same J_2 convention
+(the density summed over the voxels) apply; the paper uses the 2D guidance parameters in 3D too.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import numpy as np
 
 from ..diffusion.schedule import ddim_coefficients, ddim_step_x0, x0_from_v
 from ..errors import InvalidValueError, describe
-from .differentiable import bulk_modulus_jax
+from .fem_jax import bulk_modulus_jax_fn
 from .materials import BOX_HIGH
 from .prior import Prior
 
@@ -54,7 +59,8 @@ OBJECTIVES = ("J1", "J2")
 
 @dataclass(frozen=True)
 class GuidedSamples:
-    """Output of `guided_sample`: ``images`` (n, 3, 64, 64) normalized to [-1, 1]; ``k_history`` (n, steps): K of
+    """Output of `guided_sample`: ``images`` (n, 3, 64, 64) (3D: (n, 3, 32, 32, 32)) normalized to [-1, 1];
+    ``k_history`` (n, steps): K of
     ``x0_hat`` at every step (NaN without guidance); ``wall_time_s``."""
 
     images: np.ndarray
@@ -83,8 +89,11 @@ def physical(x):
     return (x + 1.0) * jnp.asarray(BOX_HIGH, x.dtype) / 2.0
 
 
-def objective_fn(scale_e: float = SCALE_E, scale_nu: float = SCALE_NU):
-    """``J(x0, K*, lambda) -> (sum over the batch, K (B,))`` for normalized channels-last images x0 (B, H, W, 3) (JAX)."""
+def objective_fn(scale_e: float = SCALE_E, scale_nu: float = SCALE_NU, dim: int = 2):
+    """``J(x0, K*, lambda) -> (sum over the batch, K (B,))`` for normalized channels-last images x0 (B, H, W, 3), or
+    voxel fields (B, D, H, W, 3) with ``dim=3`` (JAX)."""
+    bulk_modulus_jax = bulk_modulus_jax_fn(dim)
+    spatial = tuple(range(-dim, 0))
 
     def objective(x0, k_target, density_weight):
         xc = x0 + jax.lax.stop_gradient(jnp.clip(x0, -OPEN_BOX, OPEN_BOX) - x0)
@@ -92,7 +101,7 @@ def objective_fn(scale_e: float = SCALE_E, scale_nu: float = SCALE_NU):
         e = _scale_gradient(phys[..., 0], scale_e)
         nu = _scale_gradient(phys[..., 1], scale_nu)
         k = bulk_modulus_jax(e, nu)
-        j = (k - k_target) ** 2 + density_weight * jnp.sum(phys[..., 2], axis=(-2, -1))
+        j = (k - k_target) ** 2 + density_weight * jnp.sum(phys[..., 2], axis=spatial)
         return jnp.sum(j), k
 
     return objective
@@ -101,7 +110,7 @@ def objective_fn(scale_e: float = SCALE_E, scale_nu: float = SCALE_NU):
 @lru_cache(maxsize=16)
 def _sampler(prior: Prior, steps: int, guided: bool, scale_e: float, scale_nu: float, rho_d: float):
     ts, ab_t, ab_prev = ddim_coefficients(prior.schedule, steps)
-    objective = objective_fn(scale_e, scale_nu)
+    objective = objective_fn(scale_e, scale_nu, prior.dim)
 
     def body(x, inp, k_target, density_weight):
         t, a, ap, s, keys = inp
@@ -122,7 +131,7 @@ def _sampler(prior: Prior, steps: int, guided: bool, scale_e: float, scale_nu: f
 
     @jax.jit
     def run(keys, k_target, density_weight):
-        x_T = jax.vmap(lambda k: jax.random.normal(k, (prior.config.image_size,) * 2 + (3,)))(keys)
+        x_T = jax.vmap(lambda k: jax.random.normal(k, prior.grid + (3,)))(keys)
         steps_in = (jnp.asarray(ts), jnp.asarray(ab_t), jnp.asarray(ab_prev), jnp.arange(1, steps + 1),
                     jnp.broadcast_to(keys, (steps,) + keys.shape))
         x, ks = jax.lax.scan(lambda x, inp: body(x, inp, k_target, density_weight), x_T, steps_in)
@@ -134,7 +143,7 @@ def _sampler(prior: Prior, steps: int, guided: bool, scale_e: float, scale_nu: f
 def guided_sample(prior: Prior, k_target: float | None, n: int, seed: int = 0, *, density_weight: float = 0.0,
                   steps: int = 100, scale_e: float = SCALE_E, scale_nu: float = SCALE_NU, rho_d: float = 1.0,
                   batch_size: int = 16, first: int = 0) -> GuidedSamples:
-    """Draw ``n`` samples guided towards ``k_target`` (None: unguided prior samples).
+    """Draw ``n`` samples guided towards ``k_target`` (None: unguided prior samples), 2D or 3D as the ``prior``.
 
     ``density_weight`` (lambda) > 0 guides by J_2. ``first`` offsets the sample indices (sample ``first + i``
     uses the key ``fold_in(PRNGKey(seed), first + i)``).
@@ -145,6 +154,10 @@ def guided_sample(prior: Prior, k_target: float | None, n: int, seed: int = 0, *
         raise InvalidValueError(f"n: expected a positive number of samples, got {n!r}")
     if not (np.isfinite(density_weight) and density_weight >= 0):
         raise InvalidValueError(f"density_weight: expected lambda >= 0, got {density_weight!r}")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 2:
+        raise InvalidValueError(f"steps: expected an integer number of DDIM steps >= 2, got {steps!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise InvalidValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     t0 = time.time()
     run = _sampler(prior, int(steps), k_target is not None, float(scale_e), float(scale_nu), float(rho_d))
     target = jnp.float32(0.0 if k_target is None else k_target)

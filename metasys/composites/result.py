@@ -20,7 +20,8 @@ class DesignResult:
     particles); ``volume_fraction`` (n,); ``k_theta`` (n,): mean K of 10 re-sampled microstructures of the
     backprojected design; ``k_sample`` (n,): K of the generated image itself (K_s; for the Bayesian baseline the
     first re-sampled microstructure); ``eps_r`` (n,) = |K_theta - K*| / K*; ``images`` (n, 3, 64, 64) physical
-    (E, nu, rho) per pixel; ``density`` (n,): the design's mean density (1 - f_p) rho_m + f_p rho_p;
+    (E, nu, rho) per pixel (3D designs: (n, 3, 32, 32, 32) per voxel, and ``info["dim"] == 3``);
+    ``density`` (n,): the design's mean density (1 - f_p) rho_m + f_p rho_p;
     ``chunks`` (n, 2): the chunk ids of matrix and particle; ``n_chunks``: non-empty chunks of the table.
     """
 
