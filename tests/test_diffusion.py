@@ -247,6 +247,29 @@ def test_batched_bfgs_on_quadratics():
     np.testing.assert_allclose(f0, fg(np.ones((3, 6)))[0])
 
 
+def test_batched_bfgs_interpolated_line_search_and_warm_start():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((2, 5, 5))
+    h = a @ a.transpose(0, 2, 1) + 5 * np.eye(5)
+    b = rng.standard_normal((2, 5))
+    calls = []
+
+    def fg(x):
+        calls.append(1)
+        hx = np.einsum("nij,nj->ni", h, x)
+        grad = hx - b
+        return 0.5 * np.einsum("ni,ni->n", x, hx) - np.einsum("ni,ni->n", b, x), lambda: grad   # lazy gradient
+
+    exact = np.linalg.solve(h, b[..., None])[..., 0]
+    state = {}
+    x, f, it = batched_bfgs(fg, np.zeros((2, 5)), max_iter=60, tol=-np.inf, interpolate=True, state=state)
+    assert np.allclose(x, exact, atol=1e-5) and state["h"].shape == (2, 5, 5) and not state["fresh"].any()
+    # the learned inverse Hessian approaches H^-1, so a warm restart from a new point converges in fewer steps
+    _, _, cold = batched_bfgs(fg, np.ones((2, 5)), max_iter=60, tol=-np.inf)
+    x2, _, warm = batched_bfgs(fg, np.ones((2, 5)), max_iter=60, tol=-np.inf, state=state)
+    assert np.allclose(x2, exact, atol=1e-5) and np.all(warm <= cold), (warm, cold)
+
+
 def test_frac_and_diversity():
     assert frac([1.0, 1.005, 1.03, 2.0], 1.0) == {0.01: 0.5, 0.05: 0.75}
     cells = np.zeros((3, 4, 4), bool)
