@@ -6,6 +6,12 @@ weights, the issue's design figures.
                                  [--per-target 1] [--gammas 5,10,20,100] [--paper-seeds 2]
                                  [--polish 100]
     python benchmarks/diffusion.py guided  [--model DIR] [--samples 50] [--scale 100] [--gamma 100] [--density-weight 0]
+    python benchmarks/diffusion.py speed   [--model DIR] [--paper-seeds 2] [--gammas 5,10,20,100,300,1000] [--batch]
+
+``speed``: seconds per design of ``generate_cells`` for the paper's Fig. 6 targets and one target of this benchmark's
+own (not in the paper), one design per call in one process: the first call includes the compilation, the later
+ones reuse it; ``--batch`` adds one call with all of them (one compiled function, vectorized BFGS). It prints the
+load average with every figure (the machine is shared).
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
 """
@@ -143,6 +149,49 @@ def designs(args):
               f"{r.thresholded_loss[best].round(4)}, polish flips {r.flips[best]}")
 
 
+SPEED_TARGETS = {
+    "C_ort": np.array([[50, 15, 0], [15, 70, 0], [0, 0, 15.0]]),     # paper Eq. 31
+    "C_tet": np.array([[50, 15, 0], [15, 50, 0], [0, 0, 15.0]]),     # paper Eq. 31
+    "C_own": np.array([[35, 12, 0], [12, 60, 0], [0, 0, 10.0]]),     # not in the paper: softer, more anisotropic
+}
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
+
+
+def speed(args):
+    from metasys import Material
+    from metasys.diffusion import DiffusionModel, generate_cells
+
+    model = DiffusionModel.default() if args.model is None else DiffusionModel.load(args.model)
+    mat = Material.two_phase(1.0, 100.0)
+    gammas = tuple(float(g) for g in args.gammas.split(","))
+    runs = [(name, seed) for name in SPEED_TARGETS for seed in range(args.paper_seeds)]
+    print(f"generate_cells, E0 = 1 / E1 = 100 / nu = 0.3, gammas {gammas}, default tol / max_iter / polish, "
+          f"one design per call, load {_load()}")
+    times = []
+    for k, (name, seed) in enumerate(runs):
+        t0 = time.perf_counter()
+        r = generate_cells(SPEED_TARGETS[name], n=1, material=mat, model=model, seed=seed, gammas=gammas)
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        print(f"{name} seed {seed}: {dt:.1f} s{' (first call, compilation included)' if k == 0 else ''}, loss (binary) "
+              f"{r.loss[0]:.4g}, relaxed {r.relaxed_loss[0]:.4g}, B {r.binarization[0]:.4f}, "
+              f"iterations {sum(h['iterations'][0] for h in r.history)}, load {_load()}", flush=True)
+    if len(times) > 1:
+        print(f"after the first call: median {np.median(times[1:]):.1f} s, max {max(times[1:]):.1f} s per design")
+    if args.batch:
+        t0 = time.perf_counter()
+        r = generate_cells(np.stack([SPEED_TARGETS[nm] for nm, _ in runs]), n=len(runs), material=mat, model=model,
+                           seed=0, gammas=gammas)
+        dt = time.perf_counter() - t0
+        print(f"one batched call of {len(runs)} designs (seed 0 noise): {dt:.1f} s = {dt / len(runs):.1f} s per design "
+              f"(compiles for the new batch size), loss {np.round(r.loss, 4)}, B {np.round(r.binarization, 4)}, "
+              f"load {_load()}")
+
+
 def guided(args):
     from metasys import Material
     from metasys.diffusion import DiffusionModel, bulk_modulus, bulk_modulus_loss, diversity, frac, generate_cells
@@ -166,7 +215,7 @@ def guided(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("timing", "designs", "guided"))
+    ap.add_argument("what", choices=("timing", "designs", "guided", "speed"))
     ap.add_argument("--channels", type=int, default=24)
     ap.add_argument("--channel-mults", default="1,2,2,2")
     ap.add_argument("--res-blocks", type=int, default=1)
@@ -187,8 +236,9 @@ def main():
     ap.add_argument("--paper-seeds", type=int, default=2, help="designs: noise seeds per paper target")
     ap.add_argument("--per-target", type=int, default=1, help="designs: noise inputs per database target (best kept)")
     ap.add_argument("--polish", type=int, default=100, help="designs: most pixel flips of the binary polish (0: off)")
+    ap.add_argument("--batch", action="store_true", help="speed: also one batched call of all the designs")
     args = ap.parse_args()
-    {"timing": timing, "designs": designs, "guided": guided}[args.what](args)
+    {"timing": timing, "designs": designs, "guided": guided, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":
