@@ -60,6 +60,7 @@ def run(args) -> None:
     prior = load_prior(args.prior, dim=3)
     training = prior.meta.get("training", {}) if prior.meta else {}
     setting = {"n": args.n, "steps": args.steps, "n_theta": args.n_theta, "seed": args.seed,
+               "scale_e": args.scale_e, "scale_nu": args.scale_nu,
                "prior": str(args.prior or "databases/composites3d-prior"), "prior_steps": training.get("steps_run"),
                "prior_loss": training.get("final_loss")}
     print(f"prior: {setting['prior']} ({prior.meta.get('n_params')} parameters, {setting['prior_steps']} training steps,"
@@ -70,7 +71,7 @@ def run(args) -> None:
             continue
         start = time.perf_counter()
         r = inverse_design(t, n=args.n, seed=args.seed, prior=prior, steps=args.steps, batch_size=args.batch_size,
-                           n_theta=args.n_theta, dim=3)
+                           n_theta=args.n_theta, dim=3, scale_e=args.scale_e, scale_nu=args.scale_nu)
         wall = time.perf_counter() - start
         np.savez_compressed(path, k_target=t, k_theta=r.k_theta, k_sample=r.k_sample, eps_r=r.eps_r, chunks=r.chunks,
                             n_chunks=r.n_chunks, radius=r.radius, volume_fraction=r.volume_fraction,
@@ -89,8 +90,9 @@ def report(directory: str) -> None:
     if not zs:
         raise SystemExit(f"{directory}: no guided3d-*.npz results")
     s = json.loads(str(zs[0]["setting"]))
-    print(f"\nTable 1(b), 3D (32^3 voxels), J_1: {s['n']} designs per target, {s['steps']} DDIM steps, K_theta over "
-          f"{s['n_theta']} re-samples, prior {s['prior']} after {s['prior_steps']} training steps "
+    scales = f"{s.get('scale_e') or 0.02:g} / {s.get('scale_nu') or 0.005:g}"
+    print(f"\nTable 1(b), 3D (32^3 voxels), J_1: {s['n']} designs per target, {s['steps']} DDIM steps, scales {scales}, "
+          f"K_theta over {s['n_theta']} re-samples, prior {s['prior']} after {s['prior_steps']} training steps "
           f"(paper: 200 designs, 100 steps, 10 re-samples, 100k training steps at batch 128)")
     print("  K*                  metasys " + " ".join(f"{float(z['k_target']):6.1f}" for z in zs)
           + "   paper " + " ".join(f"{v:6.1f}" for v in PAPER_TARGETS))
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--n-theta", type=int, default=2, help="re-sampled microstructures for K_theta (paper: 10)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale-e", type=float, default=None, help="FEM gradient scale for E (default: the 2D 0.02)")
+    parser.add_argument("--scale-nu", type=float, default=None, help="FEM gradient scale for nu (default: the 2D 0.005)")
     args = parser.parse_args()
     if args.out:
         run(args)

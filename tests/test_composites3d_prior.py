@@ -273,3 +273,26 @@ def test_inverse_design_dim3_rejects_bad_input(prior3d, kwargs, name):
 def test_guided_sample_rejects_bad_steps(prior3d):
     with pytest.raises(InvalidValueError, match="steps"):
         guided_sample(prior3d, 50.0, 1, steps=1)
+
+
+@pytest.mark.parametrize("args, name", [(["--dim", "4"], "--dim"), (["--dim", "3", "--method", "bayesian"], "--method"),
+                                        (["--dim", "3", "--n-theta", "0"], "--n-theta")])
+def test_design_cli_3d_bad_input_exits_2(tmp_path, monkeypatch, args, name):
+    from typer.testing import CliRunner
+
+    from metasys.composites.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["design", "--target", "100", *args])
+    assert r.exit_code == 2 and name in r.output, r.output
+
+
+def test_bulk_modulus_cli_takes_a_voxel_field(tmp_path):
+    from typer.testing import CliRunner
+
+    from metasys.composites.cli import app
+
+    field = np.stack([np.full((4, 4, 4), 10.0), np.full((4, 4, 4), 0.25), np.ones((4, 4, 4))])
+    np.save(tmp_path / "v.npy", field)
+    r = CliRunner().invoke(app, ["bulk-modulus", str(tmp_path / "v.npy")])
+    assert r.exit_code == 0 and "K = 6.66667" in r.output, r.output  # E / (3 (1 - 2 nu))

@@ -86,9 +86,10 @@ def targets(
 
 @app.command("bulk-modulus")
 def bulk_modulus_cmd(
-    image: Path = typer.Argument(..., help=".npy material image (3, ny, nx) or (2, ny, nx): E [GPa], nu[, rho]."),
+    image: Path = typer.Argument(..., help=".npy material image (3, ny, nx) or (2, ny, nx): E [GPa], nu[, rho]; or a "
+                                 "voxel field (3, nz, ny, nx)."),
 ):
-    """Bulk modulus of one material image (affine boundary displacements, plane stress)."""
+    """Bulk modulus of one material image (affine boundary displacements, plane stress; voxels: HEX8, 3D)."""
     import numpy as np
 
     from ..errors import FileFormatError, InvalidValueError
@@ -97,11 +98,12 @@ def bulk_modulus_cmd(
         if not image.exists():
             raise FileFormatError(f"image: {str(image)!r} does not exist")
         arr = np.load(image)
-        if arr.ndim != 3 or arr.shape[0] not in (2, 3):
-            raise InvalidValueError(f"image: expected an array (3, ny, nx) of E, nu, rho, got shape {arr.shape}")
+        if arr.ndim not in (3, 4) or arr.shape[0] not in (2, 3):
+            raise InvalidValueError(f"image: expected an array (3, ny, nx) or (3, nz, ny, nx) of E, nu, rho, got shape "
+                                    f"{arr.shape}")
         from .homogenize import bulk_modulus
 
-        k = bulk_modulus(arr[0], arr[1])
+        k = bulk_modulus(arr[0], arr[1], dim=arr.ndim - 1)
     except (MetasysError, ValueError) as exc:
         _fail(exc)
     console.print(f"K = {k:.6g}")
