@@ -40,8 +40,6 @@ STAGES = ("macro", "candidates", "assembly", "full_scale")
 VERIFIED_STARTS = 3
 TRUST_SHRINK = 4
 """Factor by which a rejected relabel step shrinks the number of cells the next search may change (`_relabel`)."""
-MIN_GAIN = 0.05
-"""Relative fall of the full-scale RRMSE below which a kept relabel step moves on to the next weight (`_relabel`)."""
 """Macro optima of a multi-start that are assembled and checked at full scale (database mode, grids of at most
 `metasys.macro.optimization.SMALL_GRID` elements; larger grids verify the best macro optimum only: a full-scale
 solve there costs minutes, better spent on the refinement)."""
@@ -347,8 +345,7 @@ def _relabel(result, problem, context, solves, max_swaps, pool, groups, weights,
     weight with at most ``n // TRUST_SHRINK`` (a proposal changing more is not searched from), and a kept step of
     ``n`` cells allows ``TRUST_SHRINK * n`` next (at most ``max_swaps``). A rejected step that changed at most
     `TRUST_SHRINK` cells (or a search that finds nothing new within the radius) moves to the next weight with the
-    radius lifted to ``max_swaps``, and so does a kept step that lowered the RRMSE by less than `MIN_GAIN` (the
-    weight's searches have stalled); the stage ends when every weight is spent or after ``solves`` checks. On the
+    radius lifted to ``max_swaps``; the stage ends when every weight is spent or after ``solves`` checks. On the
     wave problem (`benchmarks/problems/wave.toml`) the unbounded searches changed 100-140 of 192 cells, predicted
     0.05-0.09 and gave 0.42-0.53 at full scale; searches of 2 to 31 cells were kept.
     """
@@ -404,8 +401,6 @@ def _relabel(result, problem, context, solves, max_swaps, pool, groups, weights,
         say(f"relabel {n} (weight {weights[weight]:g}): {out.swaps} cells changed, predicted "
             f"{out.predicted:.4f}, full scale {trial['rrmse_full']:.4f} ({'kept' if accepted else 'not better'})")
         if accepted:
-            if trial["rrmse_full"] > (1 - MIN_GAIN) * best["rrmse_full"]:
-                weight += 1  # this weight's searches have stalled: the next one explores other interfaces
             best, widened = {**trial, "family": best.get("family")}, None
             radius = TRUST_SHRINK * out.swaps if max_swaps is None else min(max_swaps, TRUST_SHRINK * out.swaps)
         elif out.swaps > TRUST_SHRINK:
