@@ -176,14 +176,7 @@ def homogenize_voxel_fields(E, nu, *, gradient: bool = False, weights=None, solv
     dC_dE, dC_dnu : arrays (N, nz, ny, nx, 6, 6) (or (N, nz, ny, nx) with ``weights``); only with ``gradient``.
     """
     check_method(solver)
-    e = as_voxels(E, "E", unit_interval=False)
-    v = as_voxels(nu, "nu", unit_interval=False)
-    if v.shape != e.shape:
-        raise InvalidValueError(f"nu: expected the shape of E {np.shape(E)}, got {describe(nu)}")
-    if np.any(e <= 0):
-        raise InvalidValueError("E: every voxel's Young's modulus must be > 0")
-    if np.any(v <= -1.0) or np.any(v >= 0.5):
-        raise InvalidValueError("nu: every voxel's Poisson's ratio must lie in (-1, 0.5)")
+    e, v = as_moduli(E, nu)
     w = None if weights is None else _check_weights(weights)
     lam, mu = lame(e, v)
     (dl_de, dl_dnu), (dm_de, dm_dnu) = lame_derivatives(e, v)
@@ -209,6 +202,19 @@ Measured on the shared 2-core machine at load 9.5-11.5, four 32^3 cells: 2 threa
 
 _THREAD_VOXELS = 50**3
 """Cells above this many voxels are solved one at a time (memory of the hierarchies)."""
+
+
+def as_moduli(E, nu) -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel Young's moduli and Poisson's ratios as (N, nz, ny, nx) float arrays, checked (E > 0, nu in (-1, 0.5))."""
+    e = as_voxels(E, "E", unit_interval=False)
+    v = as_voxels(nu, "nu", unit_interval=False)
+    if v.shape != e.shape:
+        raise InvalidValueError(f"nu: expected the shape of E {np.shape(E)}, got {describe(nu)}")
+    if np.any(e <= 0):
+        raise InvalidValueError("E: every voxel's Young's modulus must be finite and > 0")
+    if np.any(v <= -1.0) or np.any(v >= 0.5):
+        raise InvalidValueError("nu: every voxel's Poisson's ratio must lie in (-1, 0.5)")
+    return e, v
 
 
 def map_cells(fn, items, voxels: int):

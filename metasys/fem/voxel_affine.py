@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidValueError, describe
-from .voxel import as_voxels, map_cells
+from .voxel import as_moduli, map_cells
 from .voxel_assembly import element_values, stencil_blocks, voxel_grid, weights_at_nodes
 from .voxel_element import CENTRE_B, LAME_BASIS, lame, lame_derivatives
 from .voxel_solver import check_method, voxel_solver
@@ -105,14 +104,7 @@ def affine_bulk_modulus_3d(E, nu, *, gradient: bool = False, solver: str = "auto
     dK_dE, dK_dnu : arrays shaped like E (None without ``gradient``).
     """
     check_method(solver)
-    e = as_voxels(E, "E", unit_interval=False)
-    v = as_voxels(nu, "nu", unit_interval=False)
-    if v.shape != e.shape:
-        raise InvalidValueError(f"nu: expected the shape of E {np.shape(E)}, got {describe(nu)}")
-    if np.any(e <= 0):
-        raise InvalidValueError("E: every voxel's Young's modulus must be finite and > 0")
-    if np.any(v <= -1.0) or np.any(v >= 0.5):
-        raise InvalidValueError("nu: every voxel's Poisson's ratio must lie in (-1, 0.5)")
+    e, v = as_moduli(E, nu)
     lam, mu = lame(e, v)
     out = list(map_cells(lambda i: _solve_one(lam[i], mu[i], gradient, solver, rtol), range(len(e)), e[0].size))
     k = np.array([o[0] for o in out])
