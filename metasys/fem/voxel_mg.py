@@ -316,16 +316,18 @@ class VoxelMG:
 
     Parameters
     ----------
-    shape : (nz, ny, nx)
-        Node torus (an open box: one more node than voxels per side, ``open_axes`` True, last voxel layer zero).
     weights, basis : arrays (m, nz, ny, nx), (m, 24, 24)
-        Element ``e`` has the stiffness ``sum_q weights[q, e] basis[q]`` (voxel e = its lowest corner node).
+        Element ``e`` has the stiffness ``sum_q weights[q, e] basis[q]`` (voxel e = its lowest corner node);
+        ``(nz, ny, nx)`` is the node torus (an open box: one more node than voxels per side, ``open_axes`` True,
+        last voxel layer zero).
     fixed : bool (nz, ny, nx)
         Prescribed nodes (rows and columns become ``scale * I``; right-hand sides must be zero there).
     open_axes : 3 bools
         Axes that are an open box (coarsened ``N -> (N + 1) / 2``) rather than periodic (``N -> N / 2``).
     degree : int
         Chebyshev smoothing steps before and after the coarse correction.
+    fine_entries : array, optional
+        The fine level's stencil entries when the caller has them already (else built from ``weights``).
     """
 
     def __init__(self, weights, basis, fixed, open_axes=(False, False, False), degree: int = 2, fine_entries=None):
