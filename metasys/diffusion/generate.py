@@ -181,6 +181,17 @@ def _resolve_model(model):
                            f"got {describe(model)}")
 
 
+def _losses64(loss_fn, stiffness, targets) -> np.ndarray:
+    """The reported losses of the final cells, ``loss_fn(C, target)`` per cell in float64: the float32 values the
+    optimization runs on differ from them in the fourth digit when the loss is small (1e-3)."""
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        return np.asarray([float(loss_fn(jnp.asarray(c, jnp.float64), jnp.asarray(t, jnp.float64)))
+                           for c, t in zip(stiffness, targets)])
+
+
 def generate_cells(target=None, n: int = 1, material: Material = Material(), loss=None, seed: int = 0, method: str = "noise",
                    model=None, *, steps: int | None = None, gammas=DEFAULT_GAMMAS, tol: float = 1e-2, max_iter: int = 100,
                    symmetric: bool = False, loss_scale: float | None = None, noise=None, progress: bool = False,
@@ -231,7 +242,6 @@ def generate_cells(target=None, n: int = 1, material: Material = Material(), los
     -------
     GeneratedCells
     """
-    import jax.numpy as jnp
 
     from ..fem import homogenize
 
@@ -302,13 +312,14 @@ def generate_cells(target=None, n: int = 1, material: Material = Material(), los
     relaxed, rho, x = last["loss"], last["rho"], last["x"]
     cells = x > 0.0
     stiffness = homogenize(cells, material)
-    thresholded = np.asarray([float(loss_fn(jnp.asarray(c), jnp.asarray(t))) for c, t in zip(stiffness, targets)])
+    thresholded = _losses64(loss_fn, stiffness, targets)
     final, flips = thresholded, np.zeros(n, int)
     if polish:
         from .polish import polish_cells
 
-        cells, stiffness, final, flips = polish_cells(cells, targets, loss_fn, material, max_flips=polish,
-                                                      width=polish_width, tol=tol)
+        cells, stiffness, _, flips = polish_cells(cells, targets, loss_fn, material, max_flips=polish,
+                                                  width=polish_width, tol=tol)
+        final = _losses64(loss_fn, stiffness, targets)
     return GeneratedCells(cells=cells, stiffness=stiffness, loss=final, binarization=binarization(np.asarray(rho)),
                           relaxed_loss=np.asarray(relaxed, float), density=np.asarray(rho), noise=w, history=history,
                           target=None if target is None else targets, method="noise", wall_time_s=time.time() - t0,
