@@ -44,7 +44,7 @@ import numpy as np
 
 from ..diffusion.schedule import ddim_coefficients, ddim_step_x0, x0_from_v
 from ..errors import InvalidValueError, describe
-from .fem_jax import bulk_modulus_jax_fn
+from .differentiable import bulk_modulus_jax_fn
 from .materials import BOX_HIGH
 from .prior import Prior
 
