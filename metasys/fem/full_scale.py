@@ -60,8 +60,15 @@ _DIAGONAL_SLOT = 4
 #   row-sum bound overestimates the spectral radius more on the coarse levels, so they get a larger
 #   weight: 25 x 25 tiled cells need 17 CG iterations (spectral estimates on the coarse levels: 16;
 #   omega 4/3 everywhere: 23).
+# - one forward block Gauss-Seidel sweep before the coarse correction and one backward after it (the
+#   cycle stays symmetric, as CG needs) instead of a symmetric sweep on each side, and no smoothing of
+#   the candidate vectors B during setup: on the central 24 x 24 cells of a smiley design (1.8M
+#   unknowns) 46 CG iterations instead of 36 but 40 s instead of 49 s (setup 4 s instead of 9 s).
 _AMG_OPTIONS = {
     "strength": ("symmetric", {"theta": 0.02}),
+    "presmoother": ("block_gauss_seidel", {"sweep": "forward"}),
+    "postsmoother": ("block_gauss_seidel", {"sweep": "backward"}),
+    "improve_candidates": None,
     "smooth": [("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"})] + [("jacobi", {"omega": 2.0, "weighting": "local"})] * 9,
     "max_levels": 10,
     "max_coarse": 500,
