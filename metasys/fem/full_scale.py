@@ -567,7 +567,9 @@ def solve_full_scale(
             import pyamg
 
             rows, cols = np.divmod(node_flat, nx + 1)
-            hierarchy = pyamg.smoothed_aggregation_solver(matrix, B=_rigid_modes(cols * h, rows * h), **_AMG_OPTIONS)
+            # the hierarchy in single precision halves the memory its cycles stream; CG stays in double
+            hierarchy = pyamg.smoothed_aggregation_solver(matrix.astype(np.float32),
+                                                          B=_rigid_modes(cols * h, rows * h).astype(np.float32), **_AMG_OPTIONS)
             del rows, cols
             timings["setup"] = time.perf_counter() - start
             advance()
@@ -577,7 +579,9 @@ def solve_full_scale(
             def count(_):
                 counter[0] += 1
 
-            preconditioner = hierarchy.aspreconditioner()
+            cycle = hierarchy.aspreconditioner()
+            preconditioner = spla.LinearOperator(matrix.shape, dtype=np.float64,
+                                                 matvec=lambda r: (cycle @ r.astype(np.float32)).astype(np.float64))
             solution, info = spla.cg(matrix, rhs, rtol=tol, atol=0.0, maxiter=MAX_ITERATIONS, M=preconditioner, callback=count)
             iterations = counter[0]
             if keep_solver:
