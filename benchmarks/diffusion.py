@@ -7,11 +7,19 @@ weights, the issue's design figures.
                                  [--polish 100]
     python benchmarks/diffusion.py guided  [--model DIR] [--samples 50] [--scale 100] [--gamma 100] [--density-weight 0]
     python benchmarks/diffusion.py speed   [--model DIR] [--paper-seeds 2] [--gammas 5,10,20,100,300,1000] [--batch]
+    python benchmarks/diffusion.py hyperelastic [--model databases/diffusion-digits] [--alphas 0.1,0.2,0.3,0.4,0.5,0.6]
+                                 [--max-iter 30] [--seed 0]
 
 ``speed``: seconds per design of ``generate_cells`` for the paper's Fig. 6 targets and one target of this benchmark's
 own (not in the paper), one design per call in one process: the first call includes the compilation, the later
 ones reuse it; ``--batch`` adds one call with all of them (one compiled function, vectorized BFGS). It prints the
 load average with every figure (the machine is shared).
+
+``hyperelastic``: the paper's Fig. 10 alpha sweep (Sec. 3.3, as ``examples/hyperelastic.py``): two-phase
+neo-Hookean composite (E0 = 1, E1 = 100, nu = 0.3), target strain-energy curve ``(1 - alpha) P1 + alpha P0`` at top
+displacements 0.1 .. 0.5, gammas 2, 5, 10, 20, 100, per stage ``--max-iter`` BFGS iterations (paper: 30) or
+loss < 1e-3; one design per alpha from the same noise seed. Prints the loss of the final binary cell, B, the
+iterations and the time per alpha, with the load average (the paper: loss < 1e-3 and B > 0.99 with its digit prior).
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
 """
@@ -192,6 +200,45 @@ def speed(args):
               f"load {_load()}")
 
 
+def hyperelastic(args):
+    import jax.numpy as jnp
+
+    from metasys import Material
+    from metasys.diffusion import DiffusionModel, generate_cells
+    from metasys.diffusion.hyperelastic import HyperelasticTension
+
+    model = DiffusionModel.default() if args.model is None else DiffusionModel.load(args.model)
+    material = Material.two_phase(1.0, 100.0, nu=0.3)
+    response = HyperelasticTension(material, displacements=(0.1, 0.2, 0.3, 0.4, 0.5), resolution=(32, 32))
+    p1, p0 = response.solid_curve(phase=1), response.solid_curve(phase=0)
+    gammas = (2.0, 5.0, 10.0, 20.0, 100.0)
+    alphas = [float(a) for a in args.alphas.split(",")]
+    print(f"hyperelastic tension (paper Fig. 10), model {model.path}, E0 = 1 / E1 = 100 / nu = 0.3, 32x32 mesh, "
+          f"gammas {gammas}, per stage <= {args.max_iter} BFGS iterations or loss < 1e-3, seed {args.seed}, "
+          f"load {_load()}")
+    print("solid curves: stiff", p1.round(3), "soft", p0.round(4))
+    rows = []
+    for alpha in alphas:
+        target = jnp.asarray((1.0 - alpha) * p1 + alpha * p0)
+
+        def loss(energy, force, target=target):
+            return jnp.mean((energy - target) ** 2)
+
+        t0 = time.perf_counter()
+        r = generate_cells(loss=loss, response=response, model=model, material=material, seed=args.seed, gammas=gammas,
+                           tol=1e-3, max_iter=args.max_iter)
+        dt = time.perf_counter() - t0
+        iters = [h["iterations"][0] for h in r.history]
+        rows.append((alpha, r.loss[0], r.binarization[0], dt, sum(iters)))
+        print(f"alpha {alpha:.2f}: loss (binary cell) {r.loss[0]:.4g}, relaxed (gamma 100) {r.relaxed_loss[0]:.4g}, "
+              f"B {r.binarization[0]:.4f}, iterations {iters} = {sum(iters)}, {dt:.1f} s"
+              f"{' (compilation included)' if alpha == alphas[0] else ''}, load {_load()}", flush=True)
+        print("   target ", np.asarray(target).round(3), "\n   reached", r.responses[0][0].round(3))
+    losses, bs = np.array([x[1] for x in rows]), np.array([x[2] for x in rows])
+    print(f"paper criteria: loss < 1e-3 at {np.sum(losses < 1e-3)}/{len(rows)} alphas, B > 0.99 at "
+          f"{np.sum(bs > 0.99)}/{len(rows)}; total {sum(x[3] for x in rows):.0f} s, load {_load()}")
+
+
 def guided(args):
     from metasys import Material
     from metasys.diffusion import DiffusionModel, bulk_modulus, bulk_modulus_loss, diversity, frac, generate_cells
@@ -215,7 +262,7 @@ def guided(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("timing", "designs", "guided", "speed"))
+    ap.add_argument("what", choices=("timing", "designs", "guided", "speed", "hyperelastic"))
     ap.add_argument("--channels", type=int, default=24)
     ap.add_argument("--channel-mults", default="1,2,2,2")
     ap.add_argument("--res-blocks", type=int, default=1)
@@ -237,8 +284,11 @@ def main():
     ap.add_argument("--per-target", type=int, default=1, help="designs: noise inputs per database target (best kept)")
     ap.add_argument("--polish", type=int, default=100, help="designs: most pixel flips of the binary polish (0: off)")
     ap.add_argument("--batch", action="store_true", help="speed: also one batched call of all the designs")
+    ap.add_argument("--alphas", default="0.1,0.2,0.3,0.4,0.5,0.6", help="hyperelastic: target curve parameters (Eq. 34)")
+    ap.add_argument("--max-iter", type=int, default=30, help="hyperelastic: BFGS iterations per stage (paper: 30)")
+    ap.add_argument("--seed", type=int, default=0, help="hyperelastic: noise seed")
     args = ap.parse_args()
-    {"timing": timing, "designs": designs, "guided": guided, "speed": speed}[args.what](args)
+    {"timing": timing, "designs": designs, "guided": guided, "speed": speed, "hyperelastic": hyperelastic}[args.what](args)
 
 
 if __name__ == "__main__":
