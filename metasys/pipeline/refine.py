@@ -238,7 +238,8 @@ def refine(problem, cells, properties, labels, pairwise, edges, *, material, ini
     material : Material
         Base material of the structure.
     initial : FullScaleResult, optional
-        Full-scale solution of the starting structure (solved again with its solver kept if it has none).
+        Full-scale solution of the starting structure (solved again with its solver kept if it has none and
+        ``max_iterations`` > 0).
     budget : float or None
         Seconds after which no new full-scale solve is started (None: no limit).
     max_iterations : int
@@ -278,9 +279,11 @@ def refine(problem, cells, properties, labels, pairwise, edges, *, material, ini
     labels, structure, n_components = connect(cells, labels, start)
 
     def solve(s):
-        return solve_full_scale(s, problem.conditions, material=material, keep_solver=True)
+        return solve_full_scale(s, problem.conditions, material=material, keep_solver=max_iterations > 0)
 
-    reuse = initial is not None and initial.solver is not None and np.array_equal(structure, start)
+    # the kept solver (factorization or multigrid hierarchy, gigabytes on the smiley) only serves the swap moves
+    reuse = (initial is not None and np.array_equal(structure, start)
+             and (initial.solver is not None or max_iterations == 0))
     current = initial if reuse else solve(structure)
     value, _ = rrmse_and_gradient(current.macro_displacement, problem)
     unrefined = None if initial is None else rrmse_and_gradient(initial.macro_displacement, problem)[0]

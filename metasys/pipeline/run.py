@@ -618,8 +618,7 @@ def _verify_labels(macro, cands, labels, edges, pairwise, solved, *, problem, ma
         say(f"full scale: same structure as before, rrmse {rrmse_full:.4f}")
     elif full_scale:
         t = time.perf_counter()
-        fs = solve_full_scale(assembly.structure, problem.conditions, material=material, progress=progress,
-                              keep_solver=True)
+        fs = solve_full_scale(assembly.structure, problem.conditions, material=material, progress=progress)
         full_u, fine_u = fs.macro_displacement, fs.displacement
         rrmse_full = float(rrmse(full_u, problem))
         elapsed = time.perf_counter() - t
