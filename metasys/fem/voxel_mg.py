@@ -19,9 +19,12 @@ the material (the 1e-9 void of a binary cell included), which a rediscretization
 Cycle: V(k, k) with a Chebyshev polynomial in the point-block (3 x 3) Jacobi preconditioned operator as the
 smoother (only stencil products: no sequential sweeps, so it runs on all cores), an exact dense Cholesky on
 the coarsest level (a few hundred unknowns). The preconditioner runs in float32 (half the memory traffic of
-the stencils, which dominates); the outer block CG (one CG per right-hand side, sharing every stencil
-product) runs in float64 with a float64 fine stencil, so the tolerance refers to the float64 system. The
-CG uses the flexible (Polak-Ribiere) step, which tolerates the float32 rounding of the preconditioner.
+the stencils, which dominates); the outer **block** flexible CG runs in float64 with a float64 fine stencil,
+so the tolerance refers to the float64 system. All right-hand sides (the six load cases) share one Krylov
+space: each step A-orthonormalizes the block of preconditioned residuals against the previous block (a
+flexible CG truncated to one block, which tolerates the float32 rounding of the cycle) and updates every
+column in it. The slow modes of the cycle (material interfaces that trilinear interpolation misses) are then
+resolved once for all load cases: 14 instead of 21 iterations at 32^3 (one CG per column, as before).
 
 Prescribed (fixed) nodes have their rows and columns replaced by ``scale * I`` on every level (coarse node
 fixed where its fine node is), so the corrections vanish there.
@@ -67,11 +70,14 @@ def _stencil_apply(s, x, b, y, subtract):
                 for dj in range(-1, 2):
                     jj = (j + dj + ny) % ny
                     for di in range(3):
+                        # the three columns of a block row in one pass: a third of the accumulator traffic
+                        # (10 % faster than one column per pass at 32^3)
                         for r in range(3):
-                            for c in range(3):
-                                for m in range(n_rhs):
-                                    for i in range(nx):
-                                        acc[m, r, i] += s[k, j, q, r, c, i] * xp[m, c, kk, jj, i + di]
+                            for m in range(n_rhs):
+                                for i in range(nx):
+                                    acc[m, r, i] += (s[k, j, q, r, 0, i] * xp[m, 0, kk, jj, i + di]
+                                                     + s[k, j, q, r, 1, i] * xp[m, 1, kk, jj, i + di]
+                                                     + s[k, j, q, r, 2, i] * xp[m, 2, kk, jj, i + di])
                         q += 1
             if subtract:
                 for m in range(n_rhs):
@@ -86,21 +92,27 @@ def _stencil_apply(s, x, b, y, subtract):
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def _block_jacobi(dinv, r, out, alpha, beta):
-    """``out = beta * out + alpha * Dinv r``; dinv (nz, ny, 3, 3, nx), r, out (L, 3, nz, ny, nx)."""
+def _block_jacobi(dinv, r, out, alpha, beta, x, update_x):
+    """``out = beta * out + alpha * Dinv r``, then ``x += out`` if ``update_x`` (one pass: a Chebyshev step).
+
+    dinv (nz, ny, 3, 3, nx); r, out, x (L, 3, nz, ny, nx). With ``beta == 0`` the old ``out`` is not read
+    (it may hold garbage: 0 * nan).
+    """
     n_rhs = r.shape[0]
     nz, ny, nx = r.shape[2], r.shape[3], r.shape[4]
-    for k in range(nz):
-        for j in range(ny):
-            for m in range(n_rhs):
+    keep = beta != 0.0
+    for m in range(n_rhs):
+        for k in range(nz):
+            for j in range(ny):
                 for a in range(3):
                     for i in range(nx):
-                        v = dinv[k, j, a, 0, i] * r[m, 0, k, j, i] + dinv[k, j, a, 1, i] * r[m, 1, k, j, i] \
-                            + dinv[k, j, a, 2, i] * r[m, 2, k, j, i]
-                        if beta == 0.0:  # out may hold garbage (0 * nan)
-                            out[m, a, k, j, i] = alpha * v
-                        else:
-                            out[m, a, k, j, i] = beta * out[m, a, k, j, i] + alpha * v
+                        v = alpha * (dinv[k, j, a, 0, i] * r[m, 0, k, j, i] + dinv[k, j, a, 1, i] * r[m, 1, k, j, i]
+                                     + dinv[k, j, a, 2, i] * r[m, 2, k, j, i])
+                        if keep:
+                            v += beta * out[m, a, k, j, i]
+                        out[m, a, k, j, i] = v
+                        if update_x:
+                            x[m, a, k, j, i] += v
 
 
 @njit(cache=True, nogil=True)
@@ -384,7 +396,7 @@ class VoxelMG:
         lam = 1.0
         for _ in range(steps):
             _stencil_apply(lvl.s, x, x, y, False)
-            _block_jacobi(lvl.dinv, y, z, np.float32(1.0), np.float32(0.0))
+            _block_jacobi(lvl.dinv, y, z, np.float32(1.0), np.float32(0.0), z, False)
             lam = float(np.linalg.norm(z) / np.linalg.norm(x))
             x = z / np.linalg.norm(z)
             x = x.astype(np.float32)
@@ -399,17 +411,13 @@ class VoxelMG:
         rho = 1.0 / sigma
         r = np.empty_like(b)
         d = np.empty_like(b)
-        if zero_start:
-            r[:] = b
-        else:
+        if not zero_start:
             _stencil_apply(lvl.s, x, b, r, True)
-        _block_jacobi(lvl.dinv, r, d, np.float32(1.0 / theta), np.float32(0.0))
-        x += d
+        _block_jacobi(lvl.dinv, b if zero_start else r, d, np.float32(1.0 / theta), np.float32(0.0), x, True)
         for _ in range(self.degree - 1):
             _stencil_apply(lvl.s, x, b, r, True)
             rho_new = 1.0 / (2.0 * sigma - rho)
-            _block_jacobi(lvl.dinv, r, d, np.float32(2.0 * rho_new / delta), np.float32(rho_new * rho))
-            x += d
+            _block_jacobi(lvl.dinv, r, d, np.float32(2.0 * rho_new / delta), np.float32(rho_new * rho), x, True)
             rho = rho_new
 
     def vcycle(self, b: np.ndarray, level: int = 0) -> np.ndarray:
@@ -444,33 +452,27 @@ class VoxelMG:
             return self._solve(b, rtol, maxiter, atol)
 
     def _solve(self, b, rtol, maxiter, atol):
+        # Block flexible CG: every step's search block is the A-orthonormalized preconditioned residuals of
+        # all columns, A-orthogonal to the previous block (truncated flexible CG: robust to the float32
+        # cycle). The columns share one Krylov space, so the slow modes of the cycle (material interfaces)
+        # are found once for all load cases: 32^3 two-phase and binary cells 21 -> 14 iterations.
         b = np.ascontiguousarray(b, dtype=float)
-        n_rhs = len(b)
         x = np.zeros_like(b)
         r = b.copy()
-        norms = lambda v: np.sqrt(_dots(v, v))  # noqa: E731
+        norms = lambda v: np.sqrt(np.diag(_gram(v, v)))  # noqa: E731
         target = np.maximum(rtol * norms(b), atol)
-        z = self.vcycle(r.astype(np.float32)).astype(float)
-        p = z.copy()
-        rz = _dots(r, z)
-        shape = (n_rhs,) + (1,) * (b.ndim - 1)
-        self.iterations = 0
-        for self.iterations in range(1, maxiter + 1):
-            rn = norms(r)
-            done = rn <= target
-            if np.all(done):
-                return x
-            q = self.matvec(p)
-            pq = _dots(p, q)
-            alpha = np.divide(rz, pq, out=np.zeros_like(rz), where=(pq > 0) & ~done)
-            x += alpha.reshape(shape) * p
-            r -= alpha.reshape(shape) * q
+        z = az = t = None  # previous block: search directions P = z t, their products A P = az t
+        for self.iterations in range(maxiter + 1):
+            if np.all(norms(r) <= target) or self.iterations == maxiter:
+                break
             z_new = self.vcycle(r.astype(np.float32)).astype(float)
-            rz_new = _dots(r, z_new)
-            # flexible (Polak-Ribiere) beta: robust to the float32 preconditioner
-            beta = np.divide(rz_new - _dots(r, z), rz, out=np.zeros_like(rz), where=rz > 0)
-            p = z_new + beta.reshape(shape) * p
-            z, rz = z_new, rz_new
+            if z is not None:
+                z_new -= _combine(t @ (t.T @ _gram(az, z_new)), z)
+            z, az = z_new, self.matvec(z_new)
+            t = _a_orthonormal(_gram(z, az))
+            step = t @ (t.T @ _gram(z, r))  # (L, L): x += P P^T r in the coordinates of z
+            x += _combine(step, z)
+            r -= _combine(step, az)
         if np.all(norms(r) <= target):
             return x
         raise SolverError(f"voxel solve: multigrid CG did not reach rtol={rtol} in {maxiter} iterations "
@@ -485,9 +487,27 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _dots(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Column-wise dot products of blocks (L, ...)."""
-    return np.einsum("ij,ij->i", u.reshape(len(u), -1), v.reshape(len(v), -1))
+def _gram(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``G[i, j] = u_i . v_j`` of blocks u (k, ...), v (l, ...) -> (k, l)."""
+    return u.reshape(len(u), -1) @ v.reshape(len(v), -1).T
+
+
+def _combine(c: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``out_j = sum_i c[i, j] u_i`` of a block u (k, ...) and coefficients c (k, l) -> (l, ...)."""
+    return (c.T @ u.reshape(len(u), -1)).reshape((c.shape[1],) + u.shape[1:])
+
+
+def _a_orthonormal(g: np.ndarray, drop: float = 1e-10) -> np.ndarray:
+    """T (L, k) with ``T^T g T = I`` for the Gram matrix g = Z^T A Z (L, L) of a block Z.
+
+    Directions whose eigenvalue of the unit-diagonal g is below ``drop`` (dependent or converged columns)
+    are left out, so k <= L and the block stays well conditioned.
+    """
+    d = np.sqrt(np.maximum(np.diag(g), 0.0))
+    d = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    lam, v = np.linalg.eigh(d[:, None] * g * d[None])
+    keep = lam > drop * max(lam.max(), 0.0)
+    return d[:, None] * v[:, keep] / np.sqrt(lam[keep])
 
 
 def _dense(lvl: _Level, s64: np.ndarray) -> np.ndarray:
