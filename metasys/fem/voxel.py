@@ -58,11 +58,11 @@ def as_voxels(cells, name: str = "cells", *, unit_interval: bool = True) -> np.n
     return out
 
 
-def _periodic_solve(weights: np.ndarray, basis: np.ndarray, solver: str, rtol: float):
+def _periodic_solve(weights: np.ndarray, basis: np.ndarray, solver: str, rtol: float, energies: bool = True):
     """Solve one cell: weights (m, nz, ny, nx) of the element basis (m, 24, 24).
 
-    Returns C (6, 6) and the element energies ``(u_k^T basis_q u_l)_e / n_voxels`` (m, nz, ny, nx, 6, 6),
-    i.e. ``dC / dweights``.
+    Returns C (6, 6) and, with ``energies``, the element energies ``(u_k^T basis_q u_l)_e / n_voxels``
+    (m, nz, ny, nx, 6, 6), i.e. ``dC / dweights`` (else None).
     """
     shape = weights.shape[1:]
     grid = voxel_grid(*shape)
@@ -74,14 +74,24 @@ def _periodic_solve(weights: np.ndarray, basis: np.ndarray, solver: str, rtol: f
     rhs[0] = 0.0  # pinned node
     # floor of the CG target: round-off of the (cancelling) element loads, e.g. of a homogeneous cell
     atol = 1e-14 * np.sqrt((w_nodes**2).sum() * (loads**2).sum() / 6.0)
-    chi = voxel_solver(grid, weights, basis, method=solver, rtol=rtol).solve(rhs.reshape(3 * n, 6), atol).reshape(*shape, 3, 6)
-    energies = np.empty((len(basis), n, 6, 6))
+    system = voxel_solver(grid, weights, basis, method=solver, rtol=rtol)
+    chi = system.solve(rhs.reshape(3 * n, 6), atol)
+    if not energies:
+        # The same energy sum expanded over u0 + chi (so the same second-order error in chi), without the
+        # 36 numbers per voxel: sum_e w_e u0^T k u0 + f^T chi + chi^T f + chi^T A chi with the element loads
+        # f = -rhs (chi vanishes at the pinned node, where rhs and A differ from the unpinned ones).
+        affine = np.einsum("q,ak,qab,bl->kl", weights.reshape(len(basis), n).sum(axis=1), u0, basis, u0)
+        cross = rhs.reshape(3 * n, 6).T @ chi
+        c = (affine - cross - cross.T + chi.T @ system.matvec(chi)) / n
+        return 0.5 * (c + c.T), None
+    chi = chi.reshape(*shape, 3, 6)
+    out = np.empty((len(basis), n, 6, 6))
     for start in range(0, n, _CHUNK):
         block = slice(start, min(start + _CHUNK, n))
         v = element_values(chi).reshape(8, n, 3, 6)[:, block].transpose(1, 0, 2, 3).reshape(-1, 24, 6) + u0
-        energies[:, block] = np.einsum("eak,qab,ebl->qekl", v, basis, v, optimize=True) / n
-    c = np.einsum("qe,qekl->kl", weights.reshape(len(basis), n), energies)
-    return 0.5 * (c + c.T), energies.reshape(len(basis), *shape, 6, 6)
+        out[:, block] = np.einsum("eak,qab,ebl->qekl", v, basis, v, optimize=True) / n
+    c = np.einsum("qe,qekl->kl", weights.reshape(len(basis), n), out)
+    return 0.5 * (c + c.T), out.reshape(len(basis), *shape, 6, 6)
 
 
 def _density_basis(material: Material) -> np.ndarray:
@@ -145,7 +155,7 @@ def homogenize_voxels_gradient(cells, material: Material = Material(), weights=N
     grads = np.empty(rho.shape + (() if weights is not None else (6, 6))) if gradient else None
     w = None if weights is None else _check_weights(weights)
     # cells on parallel threads (each has its own matrix and hierarchy; the kernels release the GIL)
-    solved = map_cells(lambda m: _periodic_solve(m[None], basis, solver, rtol), moduli, rho[0].size)
+    solved = map_cells(lambda m: _periodic_solve(m[None], basis, solver, rtol, gradient), moduli, rho[0].size)
     for i, (out_c[i], energies) in enumerate(solved):
         if gradient:
             d = energies[0] * material.modulus_derivative(rho[i])[..., None, None]
@@ -183,7 +193,8 @@ def homogenize_voxel_fields(E, nu, *, gradient: bool = False, weights=None, solv
     out_c = np.empty((len(e), 6, 6))
     shape = e.shape + (() if w is not None else (6, 6))
     grad_e, grad_nu = (np.empty(shape), np.empty(shape)) if gradient else (None, None)
-    solved = map_cells(lambda i: _periodic_solve(np.stack([lam[i], mu[i]]), LAME_BASIS, solver, rtol), range(len(e)), e[0].size)
+    solved = map_cells(lambda i: _periodic_solve(np.stack([lam[i], mu[i]]), LAME_BASIS, solver, rtol, gradient),
+                       range(len(e)), e[0].size)
     for i, (out_c[i], energies) in enumerate(solved):
         if gradient:
             if w is not None:

@@ -3,10 +3,11 @@
 The voxel systems of `metasys.fem.voxel` and `metasys.fem.voxel_affine` live on a regular torus of nodes
 (one node per voxel; an open box is a torus whose last voxel layer has zero stiffness). Instead of a sparse
 matrix and an algebraic hierarchy, this module keeps every level as a **27-point block stencil**
-``S[z, y, d, r, c, x]`` (3 x 3 blocks, x innermost so that the compiled kernels run over contiguous rows)
-and applies it with serial numba kernels that release the GIL (no index arrays). ``parallel=True`` was
-measured and dropped: on the shared, loaded 2-core machine every parallel region cost ~13 ms of
-synchronisation (a 16^3 product 16.5 ms on two threads, 3.7 ms on one); see ``docs/api/fem3d.md``.
+``S[z, d, r, c, y, x]`` (3 x 3 blocks; z-plane major, rows of x padded by two zero columns, so that the
+compiled kernels run one long contiguous loop per plane, neighbour and block row) and applies it with
+serial numba kernels that release the GIL (no index arrays). ``parallel=True`` was measured and dropped:
+on the shared, loaded 2-core machine every parallel region cost ~13 ms of synchronisation (a 16^3 product
+16.5 ms on two threads, 3.7 ms on one); see ``docs/api/fem3d.md``.
 
 Hierarchy: 2x coarsening per axis (a periodic axis of even side ``N -> N / 2``, an open axis of odd side
 ``N -> (N + 1) / 2``, other axes are not coarsened), trilinear prolongation ``P``, restriction ``P^T``.
@@ -48,47 +49,67 @@ _OFFS = NODE_OFFSETS[:, ::-1].copy()  # (8, 3) local node offsets in (z, y, x) o
 # ------------------------------------------------------------------------------------------------ kernels
 @njit(fastmath=True, cache=True, nogil=True)
 def _stencil_apply(s, x, b, y, subtract):
-    """``y = s x`` (``subtract``: ``y = b - s x``); s (nz, ny, 27, 3, 3, nx), x, b, y (L, 3, nz, ny, nx)."""
+    """``y = s x`` (``subtract``: ``y = b - s x``); s (nz, 27, 3, 3, ny * (nx + 2)) (`plane_view`), x, b, y (L, 3, nz, ny, nx).
+
+    The z-planes of x are copied with a periodic margin of one node in y and x, rows of ``nx + 2``; a
+    neighbour ``(dy, dx)`` is then a fixed offset in the flattened plane, so each pass is one long loop over
+    ``ny * (nx + 2)`` entries (the two margin columns of an output row are computed and dropped). Passes run
+    over strips of 4 rows so that the strip of the accumulator, the stencil and x stays in L1 across the
+    27 x 6 passes. Offsets are unsigned: numba's wraparound test of a signed index stops the vectorization.
+    """
     n_rhs = x.shape[0]
     nz, ny, nx = x.shape[2], x.shape[3], x.shape[4]
-    xp = np.empty((n_rhs, 3, nz, ny, nx + 2), dtype=x.dtype)  # x padded periodically along x: no branch inside
+    w = nx + 2
+    plane = ny * w
+    xp = np.empty((n_rhs, 3, nz, (ny + 2) * w + 2), dtype=x.dtype)
     for m in range(n_rhs):
         for c in range(3):
             for k in range(nz):
-                for j in range(ny):
+                row = xp[m, c, k]
+                for jp in range(ny + 2):
+                    src = x[m, c, k, (jp + ny - 1) % ny]
+                    base = jp * w
                     for i in range(nx):
-                        xp[m, c, k, j, i + 1] = x[m, c, k, j, i]
-                    xp[m, c, k, j, 0] = x[m, c, k, j, nx - 1]
-                    xp[m, c, k, j, nx + 1] = x[m, c, k, j, 0]
-    acc = np.empty((n_rhs, 3, nx), dtype=x.dtype)
+                        row[base + i + 1] = src[i]
+                    row[base] = src[nx - 1]
+                    row[base + nx + 1] = src[0]
+                row[(ny + 2) * w] = 0.0
+                row[(ny + 2) * w + 1] = 0.0
+    acc = np.empty((n_rhs, 3, plane), dtype=x.dtype)
+    strip = 4 * w
     for k in range(nz):
-        for j in range(ny):
-            acc[:] = 0
+        acc[:] = 0.0
+        for t0 in range(0, plane, strip):
+            n_t = min(strip, plane - t0)
             q = 0
             for dk in range(-1, 2):
                 kk = (k + dk + nz) % nz
-                for dj in range(-1, 2):
-                    jj = (j + dj + ny) % ny
+                for dj in range(3):
                     for di in range(3):
-                        # the three columns of a block row in one pass: a third of the accumulator traffic
-                        # (10 % faster than one column per pass at 32^3)
-                        for r in range(3):
-                            for m in range(n_rhs):
-                                for i in range(nx):
-                                    acc[m, r, i] += (s[k, j, q, r, 0, i] * xp[m, 0, kk, jj, i + di]
-                                                     + s[k, j, q, r, 1, i] * xp[m, 1, kk, jj, i + di]
-                                                     + s[k, j, q, r, 2, i] * xp[m, 2, kk, jj, i + di])
+                        off = np.uint64(t0 + dj * w + di)
+                        for m in range(n_rhs):
+                            x0 = xp[m, 0, kk]
+                            x1 = xp[m, 1, kk]
+                            x2 = xp[m, 2, kk]
+                            for r in range(3):
+                                a = acc[m, r]
+                                s0 = s[k, q, r, 0]
+                                s1 = s[k, q, r, 1]
+                                s2 = s[k, q, r, 2]
+                                for tt in range(n_t):
+                                    t = np.uint64(t0) + np.uint64(tt)
+                                    u = np.uint64(tt) + off
+                                    a[t] += s0[t] * x0[u] + s1[t] * x1[u] + s2[t] * x2[u]
                         q += 1
-            if subtract:
-                for m in range(n_rhs):
-                    for r in range(3):
-                        for i in range(nx):
-                            y[m, r, k, j, i] = b[m, r, k, j, i] - acc[m, r, i]
-            else:
-                for m in range(n_rhs):
-                    for r in range(3):
-                        for i in range(nx):
-                            y[m, r, k, j, i] = acc[m, r, i]
+        for m in range(n_rhs):
+            for r in range(3):
+                a = acc[m, r]
+                for j in range(ny):
+                    out = y[m, r, k, j]
+                    rhs = b[m, r, k, j]
+                    for i in range(nx):
+                        v = a[j * w + i]
+                        out[i] = rhs[i] - v if subtract else v
 
 
 @njit(fastmath=True, cache=True, nogil=True)
@@ -167,15 +188,10 @@ def _restrict(rf, rc, fz, gz, fy, gy, fx, gx):
 
 @njit(cache=True, nogil=True)
 def _stencil_from_elements(ke, s):
-    """Stencil s (nz, ny, 27, 3, 3, nx) of element matrices ke (nz, ny, nx, 24, 24) on the torus (``s`` zeroed first)."""
+    """Add the stencil of element matrices ke (nz, ny, nx, 24, 24) on the torus to s (nz, 27, 3, 3, ny, nx + 2) (zeros)."""
     nz, ny, nx = ke.shape[0], ke.shape[1], ke.shape[2]
     for k in range(nz):
         for j in range(ny):
-            for q in range(27):
-                for r in range(3):
-                    for c in range(3):
-                        for i in range(nx):
-                            s[k, j, q, r, c, i] = 0.0
             for a in range(8):
                 ez = k - _OFFS[a, 0]
                 ey = j - _OFFS[a, 1]
@@ -192,14 +208,24 @@ def _stencil_from_elements(ke, s):
                             ex += nx
                         for r in range(3):
                             for c in range(3):
-                                s[k, j, q, r, c, i] += ke[ez, ey, ex, 3 * a + r, 3 * b + c]
+                                s[k, q, r, c, j, i] += ke[ez, ey, ex, 3 * a + r, 3 * b + c]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 def stencil_from_entries(entries: np.ndarray, shape) -> np.ndarray:
-    """Stencil array (nz, ny, 27, 3, 3, nx) of per-node entries (n_nodes * 27, 3, 3) (node-major, as the assembly)."""
+    """Stencil array (nz, 27, 3, 3, ny, nx + 2) of per-node entries (n_nodes * 27, 3, 3) (node-major, as the assembly).
+
+    Layout of every level: z-plane major, each row of x padded with two zero columns (see `_stencil_apply`).
+    """
     nz, ny, nx = shape
-    return np.ascontiguousarray(entries.reshape(nz, ny, nx, 27, 3, 3).transpose(0, 1, 3, 4, 5, 2))
+    out = np.zeros((nz, 27, 3, 3, ny, nx + 2))
+    out[..., :nx] = entries.reshape(nz, ny, nx, 27, 3, 3).transpose(0, 3, 4, 5, 1, 2)
+    return out
+
+
+def plane_view(s: np.ndarray) -> np.ndarray:
+    """The stencil (nz, 27, 3, 3, ny, nx + 2) as the kernels take it, (nz, 27, 3, 3, ny * (nx + 2)) (no copy)."""
+    return s.reshape(s.shape[:4] + (-1,))
 
 
 _NEIGHBOURS = np.stack(np.meshgrid(*([np.arange(-1, 2)] * 3), indexing="ij"), axis=-1).reshape(27, 3)
@@ -209,13 +235,16 @@ def pin(s: np.ndarray, fixed: np.ndarray) -> None:
     """Replace the rows and columns of the fixed nodes (bool (nz, ny, nx)) of stencil s by ``scale * I``, in place."""
     if not fixed.any():
         return
-    scale = np.einsum("zyrrx->", s[:, :, 13]) / (3.0 * fixed.size)
+    scale = np.einsum("zrryx->", s[:, 13]) / (3.0 * fixed.size)
+    nodes = np.argwhere(fixed)  # (f, 3): only these rows and their columns change (no pass over all of s)
     for q, d in enumerate(_NEIGHBOURS):
-        col_fixed = np.roll(fixed, tuple(-d), axis=(0, 1, 2))  # node n + d fixed
-        mask = (fixed | col_fixed).transpose(0, 1, 2)  # (nz, ny, nx)
-        s[:, :, q] *= ~mask[:, :, None, None, :]
+        z, y, x = nodes.T
+        s[z, q, :, :, y, x] = 0.0  # row of a fixed node
+        z, y, x = ((nodes - d) % fixed.shape).T
+        s[z, q, :, :, y, x] = 0.0  # its column: the entry of node n - d towards n
+    z, y, x = nodes.T
     for r in range(3):
-        s[:, :, 13, r, r] += scale * fixed
+        s[z, 13, r, r, y, x] = scale
 
 
 def _axis_tables(n_fine: int, n_coarse: int, mode: str):
@@ -318,8 +347,8 @@ class _Level:
     def __init__(self, s64: np.ndarray, fixed: np.ndarray):
         self.shape = fixed.shape
         self.fixed = fixed
-        self.s = s64.astype(np.float32)
-        diag = s64[:, :, 13].transpose(0, 1, 4, 2, 3)  # (nz, ny, nx, 3, 3)
+        self.s = plane_view(s64.astype(np.float32))
+        diag = s64[:, 13, :, :, :, : self.shape[2]].transpose(0, 3, 4, 1, 2)  # (nz, ny, nx, 3, 3)
         self.dinv = np.ascontiguousarray(np.linalg.inv(diag).transpose(0, 1, 3, 4, 2)).astype(np.float32)
 
 
@@ -357,7 +386,7 @@ class VoxelMG:
             fine_entries = w @ stencil_blocks(basis)
         s = stencil_from_entries(fine_entries, shape)
         pin(s, fixed)
-        self.s64 = s
+        self.s64 = plane_view(s)
         self.levels = [_Level(s, fixed)]
         self.transfer = []
         ke = None
@@ -373,7 +402,7 @@ class VoxelMG:
             for a, mode in enumerate(modes):
                 if mode != "none":
                     cfixed = np.take(cfixed, 2 * np.arange(cshape[a]), axis=a)
-            sc = np.empty((cshape[0], cshape[1], 27, 3, 3, cshape[2]))
+            sc = np.zeros((cshape[0], 27, 3, 3, cshape[1], cshape[2] + 2))
             _stencil_from_elements(np.ascontiguousarray(ke), sc)
             pin(sc, cfixed)
             prolong = tuple(t for (pi, pw), _ in tables for t in (pi, pw.astype(np.float32)))
@@ -519,6 +548,6 @@ def _dense(lvl: _Level, s64: np.ndarray) -> np.ndarray:
     rows = np.arange(n)
     for q, d in enumerate(_NEIGHBOURS):
         cols = np.ravel_multi_index(tuple(((idx + d) % lvl.shape).T), lvl.shape)
-        blocks = s64[:, :, q].transpose(0, 1, 4, 2, 3).reshape(n, 3, 3)
+        blocks = s64[:, q, :, :, :, :nx].transpose(0, 3, 4, 1, 2).reshape(n, 3, 3)
         np.add.at(out, (rows, slice(None), cols), blocks)
     return out.reshape(3 * n, 3 * n)

@@ -100,6 +100,12 @@ class _MGSolver:
         self.iterations = self.mg.iterations
         return np.moveaxis(x, (1, 0), (3, 4)).reshape(-1, b.shape[-1])
 
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """``A x`` (float64) for interleaved blocks x (3 n_nodes, L)."""
+        x = np.asarray(x, dtype=float).reshape(*self.shape, 3, -1)
+        y = self.mg.matvec(np.ascontiguousarray(np.moveaxis(x, (3, 4), (1, 0))))
+        return np.moveaxis(y, (1, 0), (3, 4)).reshape(-1, x.shape[-1])
+
 
 class SpdSolver:
     """Solver of ``a x = b`` for one SPD sparse matrix (n, n), reusable for several right-hand sides (direct or pyamg).
@@ -121,6 +127,7 @@ class SpdSolver:
         if method == "auto":
             method = "direct" if a.shape[0] <= DIRECT_LIMIT else "amg"
         self.method, self.rtol, self.maxiter = method, rtol, maxiter
+        self.matrix = a
         if method == "direct":
             try:
                 self._lu = splu(sp.csc_matrix(a), permc_spec="MMD_AT_PLUS_A")
@@ -134,6 +141,10 @@ class SpdSolver:
         if self.method == "direct":
             return self._lu.solve(np.asarray(b, dtype=float))
         return self._amg.solve(b, self.rtol, self.maxiter, atol)
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """``a x`` for a block x (n, L)."""
+        return self.matrix @ x
 
 
 class BlockAMG:
