@@ -4,8 +4,9 @@ Cells: smoothed random two-phase voxel cells (50 % stiff phase, E 1 / 100, nu 0.
 problem) and, with ``--void``, binary cells with the default ersatz void (E_void = 1e-9). Prints, per size:
 
 - the chosen path (`metasys.fem.homogenize_voxels`, ``solver="auto"``: SuperLU up to 2,000 unknowns (8^3),
-  pyamg aggregation AMG + block CG over the six load cases above), with the AMG setup / solve split;
-- the alternatives: SuperLU (``solver="direct"``) and pyamg's own solver (same hierarchy kind, one
+  geometric multigrid + block CG over the six load cases above), with its hierarchy / solve split;
+- the former path ("before": pyamg aggregation AMG + block CG, ``solver="amg"``) with its setup / solve split,
+  and the alternatives: SuperLU (``solver="direct"``) and pyamg's own solver (same hierarchy kind, one
   CG per load case, pyamg's V-cycle and Gauss-Seidel smoothing);
 - the first call (imports, grid tables, pyamg import) separately;
 - the 3D affine-boundary bulk modulus with its gradient (`metasys.composites.bulk_modulus_and_gradient`, dim=3).
