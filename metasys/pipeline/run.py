@@ -452,7 +452,8 @@ def _space_mapping(result, problem, context, rounds, deadline, t0):
         new = replace(new, rrmse=rrmse(new.displacement, problem), problem=problem.name)
         timings["macro"] += time.perf_counter() - t
         cands = _remake_candidates(new, family, context)
-        trial = _assemble_and_verify(new, cands, **run)
+        # a round whose re-targeted optimum stays where it was assembles the same structure: no second solve
+        trial = _assemble_and_verify(new, cands, **run, verified=best)
         accepted = trial["rrmse_full"] < best["rrmse_full"]
         history.append({"stage": "space mapping", "tried": trial["rrmse_full"], "swaps": 0,
                         "accepted": bool(accepted), "estimate": 0.0, "step": step,
