@@ -242,7 +242,6 @@ def generate_cells(target=None, n: int = 1, material: Material = Material(), los
     -------
     GeneratedCells
     """
-
     from ..fem import homogenize
 
     t0 = time.time()

@@ -590,7 +590,6 @@ def solve_full_scale(
                     if status != 0:
                         raise SolverError(f"adjoint solve: conjugate gradients did not reach tol={tol}")
                     return x
-            del hierarchy
             if info != 0:
                 raise SolverError(
                     f"solve_full_scale: conjugate gradients did not reach tol={tol} in {iterations} iterations "
