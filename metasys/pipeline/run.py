@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import compilation
 from ..errors import InvalidTypeError, InvalidValueError, describe
 from ..macro.problems import Problem
 from .result import Design, versions
@@ -163,6 +164,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
     say = log or (lambda line: None)
     timings = dict.fromkeys(STAGES, 0.0)
     t_all = time.perf_counter()
+    compilation.start()  # the kernels of the stages after the macro stage, on the other core (first run only)
     database = Database.default() if database is None else database
     if family is None and problem.name == "graded":
         family = paper_gradation()
@@ -204,6 +206,7 @@ def design(problem, database=None, model=None, family=None, *, seed: int = 0, k:
             options = {**macro_settings(problem, fam.properties), **(macro_options or {})}
             macro = _optimize(problem, None, fam.properties, options, progress, f"family {n + 1} macro")
             timings["macro"] += time.perf_counter() - t
+            compilation.wait()  # family_candidates homogenizes decoded cells
             t = time.perf_counter()
             cands = family_candidates([fam], macro.properties, model=model)
             timings["candidates"] += time.perf_counter() - t
@@ -509,6 +512,8 @@ def _database_mode(problem, database, model, generator, seed, k, macro_options, 
     options = {**macro_settings(problem, None), **(macro_options or {})}
 
     def candidates(macro, gen):
+        if gen is not None:
+            compilation.wait()  # the generator homogenizes its cells
         t = time.perf_counter()
         cands = diverse_candidates(macro.properties, k=k, database=database, model=model, generator=gen, seed=seed,
                                    **(candidate_options or {}))
@@ -578,6 +583,7 @@ def _assemble_and_verify(macro, cands, *, problem, database, macro_options, mrf_
     """
     from ..mrf import mrf_from_candidates, solve_mrf
 
+    compilation.wait()
     t = time.perf_counter()
     unary, edges, pairwise = mrf_from_candidates(cands, material=database.material)
     mrf = solve_mrf(unary, edges, pairwise, **{"max_iter": 5000, "rel_gap": 1e-3, **(mrf_options or {})})
