@@ -18,8 +18,9 @@ load average with every figure (the machine is shared).
 ``hyperelastic``: the paper's Fig. 10 alpha sweep (Sec. 3.3, as ``examples/hyperelastic.py``): two-phase
 neo-Hookean composite (E0 = 1, E1 = 100, nu = 0.3), target strain-energy curve ``(1 - alpha) P1 + alpha P0`` at top
 displacements 0.1 .. 0.5, gammas 2, 5, 10, 20, 100 and 300 (``--gammas``; the last stage raises B), per stage
-``--max-iter`` BFGS iterations (paper: 30) or loss < 1e-3; one design per alpha from the same noise seed. Prints the loss of the final binary cell, B, the
-iterations and the time per alpha, with the load average (the paper: loss < 1e-3 and B > 0.99 with its digit prior).
+``--max-iter`` BFGS iterations (paper: 30) or loss < 1e-3; one design per alpha from the same noise seed.
+Prints the loss of the final binary cell, B, the iterations and the time per alpha, with the load average (the
+paper: loss < 1e-3 and B > 0.99 with its digit prior).
 
 ``timing`` needs no trained model (random weights: the cost of a step does not depend on them).
 """
