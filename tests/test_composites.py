@@ -50,7 +50,9 @@ def test_shipped_table_has_500_materials_in_168_chunks_of_the_box(table):
 
 def test_shipped_table_is_rebuilt_by_its_recipe(table):
     rebuilt = build_table(0)
-    np.testing.assert_array_equal(rebuilt.values, table.values)
+    # the same materials to the last bit or two: numpy's vectorized exp/log may round differently on another CPU
+    # (on an AMD EPYC 5 of the 1,500 values came out 1 ulp off the table built elsewhere)
+    np.testing.assert_array_max_ulp(rebuilt.values, table.values, maxulp=2)
     assert rebuilt.names == table.names
 
 
