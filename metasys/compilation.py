@@ -6,7 +6,7 @@ homogenization (30 s) and the MRF kernels (3 s), which `metasys.design` first ne
 candidate stages (about 23 s into a bridge design; they leave the second core idle). `start` compiles them in
 a separate process meanwhile; `metasys.design` calls `wait` before its first use of a kernel, after which numba
 loads the code from the disk cache instead of compiling it a second time. Once the cache holds every kernel
-`start` does nothing. On a fresh install the bridge design took 134 s without it, 115 s with it (98 s with
+`start` does nothing. On a fresh install the bridge design took 134 s without it, 110 s with it (98 s with
 the cache full; idle 2-core machine).
 """
 
