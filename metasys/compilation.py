@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 _PROCESS = None
 
@@ -55,8 +56,10 @@ def start() -> None:
     global _PROCESS
     if _PROCESS is not None or cached():
         return
-    _PROCESS = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    # run from the directory holding this very package: from elsewhere (e.g. a source checkout next to an installed
+    # copy) ``-m`` could import another copy and fill the cache of that one
+    _PROCESS = subprocess.Popen([sys.executable, "-m", __name__], cwd=Path(__file__).resolve().parents[1],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait() -> None:
