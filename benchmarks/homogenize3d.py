@@ -4,7 +4,8 @@ Cells: smoothed random two-phase voxel cells (50 % stiff phase, E 1 / 100, nu 0.
 problem) and, with ``--void``, binary cells with the default ersatz void (E_void = 1e-9). Prints, per size:
 
 - the chosen path (`metasys.fem.homogenize_voxels`, ``solver="auto"``: SuperLU up to 2,000 unknowns (8^3),
-  geometric multigrid + block CG over the six load cases above), with its hierarchy / solve split;
+  geometric multigrid + block CG over the six load cases above), the cells of a batch on one thread per core
+  (`metasys.fem.voxel.CELL_THREADS`) and on one thread, with the hierarchy / solve split of one cell;
 - the former path ("before": pyamg aggregation AMG + block CG, ``solver="amg"``) with its setup / solve split,
   and the alternatives: SuperLU (``solver="direct"``) and pyamg's own solver (same hierarchy kind, one
   CG per load case, pyamg's V-cycle and Gauss-Seidel smoothing);
@@ -120,13 +121,14 @@ def main():
     parser.add_argument("--direct32", action="store_true", help="also time SuperLU at 32^3 (minutes, several GB)")
     parser.add_argument("--n64", action="store_true", help="also time one 64^3 cell (add --before64 for pyamg there: minutes)")
     parser.add_argument("--before64", action="store_true", help="with --n64: also the pyamg path at 64^3")
-    parser.add_argument("--cells", type=int, default=2, help="cells per size for the chosen path")
+    parser.add_argument("--cells", type=int, default=4, help="cells per size for the chosen path")
     args = parser.parse_args()
     print("load average:", os.getloadavg(), flush=True)
 
     t0 = time.perf_counter()
     from metasys.composites import bulk_modulus_and_gradient
-    from metasys.fem import affine_bulk_modulus_3d, homogenize_voxels
+    from metasys.fem import affine_bulk_modulus_3d, homogenize_voxels, voxel
+    from metasys.fem.voxel import cell_threads
     from metasys.material import Material
 
     material = Material(nu=0.3) if args.void else Material.two_phase(1.0, 100.0, nu=0.3)
@@ -142,7 +144,12 @@ def main():
     for n in (16, 32) + ((64,) if args.n64 else ()):
         cells = random_cells(args.cells if n < 64 else 1, n, seed=n)
         c_auto, s = timed(homogenize_voxels, cells, material)
-        report(f"{n}^3 after: homogenize_voxels (auto = mg)", len(cells), s, f"C11 {c_auto[0, 0, 0]:.6g}")
+        report(f"{n}^3 after: homogenize_voxels (auto = mg), {cell_threads()} threads", len(cells), s,
+               f"C11 {c_auto[0, 0, 0]:.6g}")
+        voxel.CELL_THREADS = 1
+        c_one, s = timed(homogenize_voxels, cells, material)
+        voxel.CELL_THREADS = None
+        report(f"{n}^3 after: the same on one thread", len(cells), s, f"|dC| {np.abs(c_one - c_auto).max():.1e}")
         setup, solve, its = mg_split(cells[0], material)
         print(f"    mg parts, cell 0: assembly + hierarchy {setup:.2f} s, block CG {solve:.2f} s, {its} iterations", flush=True)
         if n <= 32 or args.before64:

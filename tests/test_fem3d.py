@@ -148,6 +148,20 @@ def test_multigrid_solver_agrees_with_direct(rng, shape):
     np.testing.assert_allclose(homogenize_voxel_fields(e, nu, solver="mg"), direct, rtol=0, atol=1e-12 * np.abs(direct).max())
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_batch_on_threads_gives_the_cells_one_by_one(rng, monkeypatch, threads):
+    from metasys.fem import voxel
+
+    cells = (rng.random((3, 8, 8, 8)) > 0.5).astype(float)
+    material = Material.two_phase(1.0, 100.0, nu=0.3)
+    one_by_one = np.concatenate([homogenize_voxels(c[None], material, solver="mg") for c in cells])
+    monkeypatch.setattr(voxel, "CELL_THREADS", threads)
+    np.testing.assert_array_equal(homogenize_voxels(cells, material, solver="mg"), one_by_one)
+    e, nu = 1.0 + 99.0 * cells, np.full(cells.shape, 0.3)
+    k_one = [affine_bulk_modulus_3d(e[i], nu[i], gradient=True)[1] for i in range(3)]
+    np.testing.assert_array_equal(affine_bulk_modulus_3d(e, nu, gradient=True)[1], np.stack(k_one))
+
+
 @pytest.mark.parametrize("shape", [(6, 8, 10), (7, 8, 6)])  # 7 voxels: that axis is not coarsened
 def test_multigrid_bulk_modulus_agrees_with_direct(rng, shape):
     e = 1.0 + 300.0 * (rng.random(shape) > 0.6)

@@ -205,11 +205,13 @@ def homogenize_voxel_fields(E, nu, *, gradient: bool = False, weights=None, solv
     return (out_c, grad_e, grad_nu) if gradient else out_c
 
 
-CELL_THREADS = 1
-"""Cells of a batch solved at once on this many threads (1: one after the other); results do not depend on it.
+CELL_THREADS = None
+"""Cells of a batch solved at once on this many threads (None: one per core this process may use; 1: one after the
+other); results do not depend on it (the kernels are serial and release the GIL, each thread solves whole cells).
 
-Measured on the shared 2-core machine at load 9.5-11.5, four 32^3 cells: 2 threads 5.1-5.4 s/cell, 1 thread
-5.0-5.4 s/cell (no second core to be had), so the default is 1; set 2 on an idle 2-core machine."""
+Measured on the 2-core machine (AMD EPYC, 2026-12-08, four two-phase 32^3 cells, two runs each): idle, 1 thread
+1.16-1.24 s per cell, 2 threads 0.75-0.83 s; beside a busy-loop process, 1.24-1.49 s against 0.99-1.18 s. On a
+machine at load 9.5-11.5 (no second core to be had) the two were equal (5.0-5.4 s per cell)."""
 
 _THREAD_VOXELS = 50**3
 """Cells above this many voxels are solved one at a time (memory of the hierarchies)."""
@@ -228,15 +230,25 @@ def as_moduli(E, nu) -> tuple[np.ndarray, np.ndarray]:
     return e, v
 
 
+def cell_threads() -> int:
+    """Threads `map_cells` uses: `CELL_THREADS`, or the number of cores this process may run on when it is None."""
+    if CELL_THREADS is not None:
+        return int(CELL_THREADS)
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def map_cells(fn, items, voxels: int):
-    """``fn`` over ``items`` in order, on up to `CELL_THREADS` threads for cells of ``voxels`` voxels (a generator)."""
+    """``fn`` over ``items`` in order, on up to `cell_threads` threads for cells of ``voxels`` voxels (a generator)."""
     items = list(items)
-    if CELL_THREADS <= 1 or len(items) <= 1 or voxels > _THREAD_VOXELS:
+    threads = cell_threads()
+    if threads <= 1 or len(items) <= 1 or voxels > _THREAD_VOXELS:
         yield from map(fn, items)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=CELL_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
         yield from pool.map(fn, items)
 
 

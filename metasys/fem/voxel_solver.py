@@ -16,7 +16,8 @@ float32). With the 1e-9 void of binary cells the iteration count stays at 21. No
 ``parallel=True`` (each parallel region cost ~13 ms on the loaded machine, a 16^3 stencil product 16 ms
 against 3.7 ms on one thread; the kernels are serial and release the GIL), Chebyshev degree 1 or 3 (29 or
 19 iterations, same total time as degree 2), several cells on two threads (`metasys.fem.voxel.CELL_THREADS`:
-no gain at that load). Since then the outer CG is a block CG over the load cases (one Krylov space: 21 -> 14
+no gain at that load; on an idle machine 1.3-1.7x, so the cells of a batch now run on one thread per core).
+Since then the outer CG is a block CG over the load cases (one Krylov space: 21 -> 14
 iterations at 32^3; see ``docs/api/fem3d.md``).
 
 ``"direct"``: SuperLU with a minimum-degree ordering of ``A + A^T``; exact to round-off, but the 3D fill
