@@ -160,6 +160,29 @@ def test_path_dependent_adjoint_matches_central_differences():
     assert np.allclose(resp(rho_e), curve)
 
 
+def test_a_failing_increment_is_bisected_and_the_adjoint_follows_the_sub_steps(monkeypatch):
+    import metasys.diffusion.plastic as plastic
+    from metasys.diffusion.hyperelastic import NewtonError
+
+    E, s0 = two_phase(6, 0)
+    d = np.array([4e-3, 7e-3, 1e-2, 9e-3])
+    monkeypatch.setattr(plastic, "MAX_BISECTIONS", 0)
+    with pytest.raises(NewtonError):                  # 3 Newton iterations are too few for these increments
+        plastic_tension_curve(E, s0, d, max_newton=3)
+    monkeypatch.undo()
+    h = _solve_history(E, s0, d, NU, max_newton=3)
+    assert len(h.curve) > len(d) and len(h.report) == len(d)
+    fine = plastic_tension_curve(E, s0, d, substeps=8)
+    assert np.allclose(h.curve[h.report], fine, rtol=2e-3)   # radial return is first order in the step
+    cot = np.array([0.3, -0.5, 1.0, 0.7])
+    _, g_e, g_s = _curve_and_vjp(E, s0, d, NU, cot, max_newton=3)
+    de, ds = np.random.default_rng(1).standard_normal((2, *E.shape))
+    he, hs = 1e-3 * E_STIFF / 100, 1e-3 * SIGMA0_STIFF / 100
+    fd = (cot @ plastic_tension_curve(E + he * de, s0 + hs * ds, d, max_newton=3)
+          - cot @ plastic_tension_curve(E - he * de, s0 - hs * ds, d, max_newton=3)) / 2.0
+    assert abs(fd - (he * np.sum(g_e * de) + hs * np.sum(g_s * ds))) <= 1e-6 * abs(fd)
+
+
 def test_paper_target_curves():
     curves = paper_plastic_curves()
     assert set(curves) == {1, 2, 3} and all(c.shape == (20,) for c in curves.values())

@@ -334,8 +334,18 @@ def _check_nu(nu):
     return float(nu)
 
 
+MAX_BISECTIONS = 4
+"""A load increment whose Newton solve fails is split in two, recursively, down to 1/16 of it (the sub-steps join the
+history, so the adjoint follows them). Found with the digit prior at 32 x 32: the initial noise of one single-field start
+gave a cell whose Newton solve failed at the paper's first increment, so that design had loss inf and never started."""
+
+
 def _solve_history(E, sigma0, displacements, nu, substeps=1, tol=1e-10, max_newton=25, factor=False) -> _History:
-    """Load history of the cell with per-pixel ``E``, ``sigma0`` (ny, nx) at top displacements ``displacements``."""
+    """Load history of the cell with per-pixel ``E``, ``sigma0`` (ny, nx) at top displacements ``displacements``.
+
+    Every increment is split into ``substeps`` equal steps, and a step whose Newton solve fails is halved
+    (`MAX_BISECTIONS`); ``report`` indexes the steps that end at ``displacements``.
+    """
     import jax.numpy as jnp
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
@@ -346,42 +356,55 @@ def _solve_history(E, sigma0, displacements, nu, substeps=1, tol=1e-10, max_newt
     n_nodes = (nx + 1) * (ny + 1)
     indices, indptr, scatter, keep = s.kff_pattern
     nf = len(s.free)
-    loads, report = [], []
+    loads = []                                    # (top displacement, reported?)
     d_prev = 0.0
     for d in displacements:
         for k in range(1, substeps + 1):
-            loads.append(d_prev + (d - d_prev) * k / substeps)
-        report.append(len(loads) - 1)
+            loads.append((d_prev + (d - d_prev) * k / substeps, k == substeps))
         d_prev = d
     u = np.zeros((n_nodes, 2))
     y_nodes = np.tile(np.arange(ny + 1) / ny, nx + 1)     # rectangle_mesh node order: index ix * (ny + 1) + iy
     ep = jnp.zeros((ny * nx, s.n_quads, 3, 3))
     prev = None                                   # (d, u) of the step before: secant predictor
     d_last = 0.0
-    curve, states, factors = [], [], []
+    curve, report, states, factors = [], [], [], []
     iterations = 0
 
     def kff(jac):
         data = np.bincount(scatter, weights=np.asarray(jac).reshape(-1)[keep], minlength=len(indices))
         return sp.csc_matrix((data, indices, indptr), shape=(nf, nf))
 
+    def step_to(d, depth=0):
+        """Solve the step to top displacement ``d``; an increment whose Newton fails is halved (up to 2^-MAX_BISECTIONS)."""
+        nonlocal u, ep, prev, d_last, iterations
+        if prev is None:                          # first step: the homogeneous elastic column u_y = d y
+            guess = np.zeros_like(u)
+            guess[:, 1] = d * y_nodes
+        else:
+            guess = u.copy()
+            if prev[0] != d_last:                 # secant predictor from the last two steps
+                guess += (d - d_last) / (d_last - prev[0]) * (u - prev[1])
+        guess.reshape(-1)[s.top_y] = d
+        try:
+            u_new, lu, its = _newton(s, guess, ep, ej, sj, kff, splu, tol, max_newton, factor, d)
+        except NewtonError:
+            if depth == MAX_BISECTIONS:
+                raise
+            step_to(0.5 * (d_last + d), depth + 1)
+            step_to(d, depth + 1)
+            return
+        prev, d_last, u = (d_last, u), d, u_new
+        iterations += its
+        states.append((u, ep))
+        factors.append(lu)
+        ep, s_avg = s.update(jnp.asarray(u), ep, ej, sj)
+        curve.append(float(s_avg))
+
     with _quiet():
-        for d in loads:
-            if prev is None:                      # first step: the homogeneous elastic column u_y = d y
-                guess = np.zeros_like(u)
-                guess[:, 1] = d * y_nodes
-            else:
-                guess = u.copy()
-                if prev[0] != d_last:             # secant predictor from the last two steps
-                    guess += (d - d_last) / (d_last - prev[0]) * (u - prev[1])
-            guess.reshape(-1)[s.top_y] = d
-            prev, d_last = (d_last, u), d
-            u, lu, its = _newton(s, guess, ep, ej, sj, kff, splu, tol, max_newton, factor, d)
-            iterations += its
-            states.append((u, ep))
-            factors.append(lu)
-            ep, s_avg = s.update(jnp.asarray(u), ep, ej, sj)
-            curve.append(float(s_avg))
+        for d, reported in loads:
+            step_to(d)
+            if reported:
+                report.append(len(curve) - 1)
     return _History(np.asarray(curve), np.asarray(report), states, factors, s, iterations, np.asarray(ep))
 
 
@@ -469,8 +492,8 @@ def plastic_tension_curve(E, sigma0, displacements=PAPER_DISPLACEMENTS, nu=0.3, 
         5e-4 .. 1e-2); it may unload
     nu : Poisson's ratio of every pixel
     substeps : Newton sub-steps per increment (part of the load history; responses at ``displacements`` only)
-    tol, max_newton : Newton stop ``||R_free|| <= tol * max(1, |top reaction|)``; iterations per step before
-        :class:`~metasys.diffusion.hyperelastic.NewtonError`
+    tol, max_newton : Newton stop ``||R_free|| <= tol * max(1, |top reaction|)``; iterations per step before the
+        step is halved (`MAX_BISECTIONS` times at most, then :class:`~metasys.diffusion.hyperelastic.NewtonError`)
 
     Returns
     -------
