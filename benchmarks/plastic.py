@@ -28,6 +28,21 @@ last gamma (thresholded fields in brackets):
 
 The paper's tolerances (0.2 one field, 0.5 two fields) are reached by none of these short runs; group 3 stalls with
 its sigma0 field saturated (B = 1 at gamma = 10 already: no gradient left through the projection).
+
+With the paper's settings and its style (``--model databases/diffusion-digits --resolution 32 --single-iter 50
+--two-iter 100``, 2026-12-08, AMD EPYC 2-core machine, the two parts at once, load 2-4; 1950 s and 1848 s):
+
+    single, E field:      119 -> 0.231 (0.365) B 0.986 | 735 -> 0.396 (1.126) B 0.986 | 2298 -> 0.519 (1.023) B 0.976
+    single, sigma0 field: 904 -> 0.166 (0.148) B 0.995 | 2809 -> 0.186 (0.129) B 0.991 | 251 -> 0.165 (0.595) B 0.992
+    two fields, group 1:  7585 -> 0.500, 0.494, 11.37 per stage (18.29), B(E) 0.978, B(sigma0) 0.982
+    two fields, group 2:  19319 -> 0.431, 0.489, 1.209 per stage (7.32), B(E) 0.984, B(sigma0) 0.993
+    two fields, group 3:  30359 -> 11.01, 10.85, 10.43 per stage (10.44), B(E) 1.000, B(sigma0) 0.999
+
+The sigma0 field meets the paper's 0.2 from all three starts, the E field from none (0.23-0.52); two fields meet 0.5
+at gamma 10 and 20 in groups 1 and 2 and lose it at gamma 100 (11.4 and 1.2); group 3's E field is saturated stiff
+from the first stage (B = 1: its curve starts above the target's slope and nothing can soften it). Tried in the same
+way: the stiffness designs' BFGS options (inverse Hessian carried across stages, quadratic backtracking) gave
+0.99 / 1.09 / 11.27 at gamma 100 but thresholded 45.9 / 21.7 / 11.3 and B(E) 0.971 / 0.973 / 1.000, so not adopted.
 """
 
 from __future__ import annotations
