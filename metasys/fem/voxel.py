@@ -209,8 +209,8 @@ CELL_THREADS = None
 """Cells of a batch solved at once on this many threads (None: one per core this process may use; 1: one after the
 other); results do not depend on it (the kernels are serial and release the GIL, each thread solves whole cells).
 
-Measured on the 2-core machine (AMD EPYC, 2026-12-08, four two-phase 32^3 cells, two runs each): idle, 1 thread
-1.16-1.24 s per cell, 2 threads 0.75-0.83 s; beside a busy-loop process, 1.24-1.49 s against 0.99-1.18 s. On a
+Measured on the 2-core machine (AMD EPYC, 2026-12-08, four two-phase 32^3 cells, four runs each): idle, 1 thread
+1.16-1.31 s per cell, 2 threads 0.72-0.83 s; beside a busy-loop process, 1.24-1.49 s against 0.99-1.18 s. On a
 machine at load 9.5-11.5 (no second core to be had) the two were equal (5.0-5.4 s per cell)."""
 
 _THREAD_VOXELS = 50**3
