@@ -274,7 +274,7 @@ def refinement_steps(problem: Problem) -> dict:
     one machine, seed 0, from the same verified structures: smiley 0.1855 -> 0.1250 -> 0.1221 -> 0.1168 with 3
     rounds against 0.1855 -> 0.1850 -> 0.1808 -> 0.1426 with 2 relabel steps (9 and 7 cells changed) and 1
     round; graded 0.0977 -> 0.0896 -> (0.1511, not kept) -> 0.0541 against 0.0977 -> 0.0962 -> 0.0960 -> 0.0743.
-    More rounds do not pay on their own: graded with 6 rounds (another machine, same seed) 0.0977 -> (0.1051) ->
+    More rounds do not pay on their own: graded with 6 rounds (checks at `FULL_SCALE_TOL`, same seed) 0.0977 -> (0.1051) ->
     0.0961 -> 0.0742 -> 0.0727 -> (0.0850) -> (0.0767), i.e. rounds 5 and 6 were rejected.
     Relabel steps on large grids (``relabel_solves``) search at most 100 swaps each on the assembly's candidates
     (each swap updates a dense inverse of the macro model: 0.2-1 s on the smiley).
