@@ -146,9 +146,9 @@ def main():
         c_auto, s = timed(homogenize_voxels, cells, material)
         report(f"{n}^3 after: homogenize_voxels (auto = mg), {cell_threads()} threads", len(cells), s,
                f"C11 {c_auto[0, 0, 0]:.6g}")
-        voxel.CELL_THREADS = 1
+        threads, voxel.CELL_THREADS = voxel.CELL_THREADS, 1
         c_one, s = timed(homogenize_voxels, cells, material)
-        voxel.CELL_THREADS = None
+        voxel.CELL_THREADS = threads
         report(f"{n}^3 after: the same on one thread", len(cells), s, f"|dC| {np.abs(c_one - c_auto).max():.1e}")
         setup, solve, its = mg_split(cells[0], material)
         print(f"    mg parts, cell 0: assembly + hierarchy {setup:.2f} s, block CG {solve:.2f} s, {its} iterations", flush=True)

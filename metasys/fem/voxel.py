@@ -20,6 +20,8 @@ grids that do not coarsen); see `metasys.fem.voxel_solver` and the measured comp
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import InvalidCellError, InvalidTypeError, InvalidValueError, describe
@@ -234,8 +236,6 @@ def cell_threads() -> int:
     """Threads `map_cells` uses: `CELL_THREADS`, or the number of cores this process may run on when it is None."""
     if CELL_THREADS is not None:
         return int(CELL_THREADS)
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
